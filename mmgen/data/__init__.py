@@ -1,0 +1,10 @@
+"""Real data sets with declared public domains: digits, Fashion-MNIST, IDX folders, npz arrays."""
+
+from .base import Dataset, as_batches, iter_batches
+from .idx import FASHION_MNIST_CLASSES, load_fashion_mnist, load_idx_folder, read_idx
+from .loaders import SPECS, load, load_digits, load_npz
+
+__all__ = [
+    "Dataset", "iter_batches", "as_batches", "load", "load_digits", "load_npz",
+    "load_fashion_mnist", "load_idx_folder", "read_idx", "FASHION_MNIST_CLASSES", "SPECS",
+]  # fmt: skip

@@ -1,0 +1,90 @@
+"""The labelled data set type and streaming helpers.
+
+A :class:`Dataset` holds images (or any fixed-shape records) as float tensors
+inside a *declared* public domain ``[low, high]`` with integer labels in
+``[0, n_classes)``, already split into train and test parts. The domain bounds
+and the number of classes are public inputs (the privacy contract forbids
+deriving them from the private data); the loaders declare them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Iterator
+
+import torch
+
+__all__ = ["Dataset", "iter_batches"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A labelled data set with a train/test split and a declared domain.
+
+    Attributes:
+        name: the spec it was loaded from, e.g. ``"digits"``.
+        x_train ((N, *input_shape) Tensor): float32 records in ``[low, high]``.
+        y_train ((N,) Tensor): int64 labels in ``[0, n_classes)``.
+        x_test ((M, *input_shape) Tensor): float32 test records.
+        y_test ((M,) Tensor): int64 test labels.
+        n_classes: number of classes (public).
+        low, high: the declared (public) domain of every value.
+        class_names: optional names of the classes.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    low: float = 0.0
+    high: float = 1.0
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one record, e.g. ``(1, 28, 28)``."""
+        return tuple(self.x_train.shape[1:])
+
+    def schema(self) -> dict:
+        """The public description of the data that a release records."""
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "n_classes": self.n_classes,
+            "low": self.low,
+            "high": self.high,
+            "class_names": list(self.class_names) if self.class_names else None,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
+            f"input_shape={self.input_shape}, n_classes={self.n_classes}, "
+            f"domain=[{self.low}, {self.high}])"
+        )
+
+
+def iter_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yields ``(x, y)`` slices of at most ``batch_size`` records, in order.
+
+    Args:
+        x ((N, ...) Tensor): records.
+        y ((N,) Tensor): labels.
+        batch_size: records per batch.
+    """
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size]
+
+
+def as_batches(
+    data: tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batch_size: int = 4096,
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Turns a pair of tensors or an iterable of batches into an iterable of batches."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return iter_batches(data[0], data[1], batch_size)
+    return data

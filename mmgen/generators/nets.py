@@ -1,0 +1,145 @@
+"""Class-conditional generators: a small convolutional one for images and an MLP.
+
+Both map a latent code ``z ~ N(0, I)`` and a label ``y`` to a record inside
+the declared domain ``[low, high]`` (a scaled sigmoid output), so a generator
+cannot produce values a feature map was not bounded for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import Config
+from ..errors import MMGenError
+
+__all__ = ["GeneratorConfig", "Generator", "ConvGenerator", "MLPGenerator", "create_generator", "GENERATORS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig(Config):
+    """Architecture of a generator (stored in checkpoints).
+
+    Attributes:
+        kind: ``"conv"`` or ``"mlp"``.
+        input_shape: the shape of one record, e.g. ``(1, 28, 28)``.
+        n_classes: C.
+        low, high: the declared domain of the output.
+        latent_dim: length of z.
+        width: channels (conv) or hidden units (mlp) of the widest layer.
+    """
+
+    kind: str = "conv"
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    n_classes: int = 10
+    low: float = 0.0
+    high: float = 1.0
+    latent_dim: int = 32
+    width: int = 64
+
+    def __post_init__(self):
+        if self.kind not in GENERATORS:
+            raise MMGenError(f"Unknown generator {self.kind!r}. Known: {', '.join(GENERATORS)}.")
+        if self.kind == "conv" and len(self.input_shape) != 3:
+            raise MMGenError(f"The conv generator makes (C, H, W) images. Got input_shape={tuple(self.input_shape)}; use 'mlp'.")
+
+
+class Generator(nn.Module):
+    """Base: holds the config, scales the output into the domain and samples."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+
+    def _to_domain(self, logits: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return c.low + (c.high - c.low) * torch.sigmoid(logits)
+
+    def latent(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=device)
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None, batch_size: int = 2048) -> torch.Tensor:
+        """Generates one record per label.
+
+        Args:
+            labels ((N,) Tensor): int64 class labels.
+            generator: a torch random generator for reproducible latents.
+
+        Returns:
+            (N, *input_shape) Tensor in ``[low, high]``.
+        """
+        device = next(self.parameters()).device
+        out = []
+        for start in range(0, len(labels), batch_size):
+            yb = labels[start : start + batch_size]
+            z = self.latent(len(yb), generator).to(device)
+            out.append(self(z, yb.to(device)).cpu())
+        return torch.cat(out) if out else torch.empty(0, *self.config.input_shape)
+
+
+class ConvGenerator(Generator):
+    """z ⊕ one-hot(y) → linear → (width, ⌈H/4⌉, ⌈W/4⌉) → 2 × (upsample, conv, BN, ReLU) → conv → crop."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__(config)
+        ch, h, w = config.input_shape
+        self.h0, self.w0 = math.ceil(h / 4), math.ceil(w / 4)
+        wd = config.width
+        self.fc = nn.Sequential(
+            nn.Linear(config.latent_dim + config.n_classes, 2 * wd * self.h0 * self.w0),
+            nn.BatchNorm1d(2 * wd * self.h0 * self.w0),
+            nn.ReLU(),
+        )
+        self.up1 = nn.Sequential(nn.Conv2d(2 * wd, wd, 3, padding=1), nn.BatchNorm2d(wd), nn.ReLU())
+        self.up2 = nn.Sequential(nn.Conv2d(wd, wd // 2, 3, padding=1), nn.BatchNorm2d(wd // 2), nn.ReLU())
+        self.out = nn.Conv2d(wd // 2, ch, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        h = self.fc(torch.cat([z, F.one_hot(y, c.n_classes).to(z.dtype)], dim=1))
+        h = h.view(len(z), -1, self.h0, self.w0)
+        h = self.up1(F.interpolate(h, scale_factor=2))
+        h = self.up2(F.interpolate(h, scale_factor=2))
+        img = self.out(h)[:, :, : c.input_shape[1], : c.input_shape[2]]
+        return self._to_domain(img)
+
+
+class MLPGenerator(Generator):
+    """z ⊕ one-hot(y) → (linear, BN, ReLU) × 2 → linear → reshape."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__(config)
+        d = math.prod(config.input_shape)
+        hidden = 4 * config.width
+        self.net = nn.Sequential(
+            nn.Linear(config.latent_dim + config.n_classes, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(hidden, 2 * hidden), nn.BatchNorm1d(2 * hidden), nn.ReLU(),
+            nn.Linear(2 * hidden, d),
+        )  # fmt: skip
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        out = self.net(torch.cat([z, F.one_hot(y, c.n_classes).to(z.dtype)], dim=1))
+        return self._to_domain(out.view(len(z), *c.input_shape))
+
+
+GENERATORS = {"conv": ConvGenerator, "mlp": MLPGenerator}
+
+
+def create_generator(config: GeneratorConfig | None = None, **options) -> Generator:
+    """Builds a generator from a :class:`GeneratorConfig` or its fields."""
+    config = config if config is not None else GeneratorConfig.from_dict(options)
+    return GENERATORS[config.kind](config)
+
+
+def for_release(release, kind: str = "conv", **options) -> Generator:
+    """A generator shaped for a release's schema (shape, classes, domain)."""
+    low, high = release.bounds
+    return create_generator(
+        kind=kind, input_shape=release.input_shape, n_classes=release.n_classes, low=low, high=high, **options
+    )

@@ -1,0 +1,561 @@
+"""The Release: noisy class-conditional embedding sums and their public metadata.
+
+``release(x, y, features, epsilon=, delta=)`` streams the private records once
+and computes, for every statistic k (a feature map φ_k),
+
+    R_k = Σ_i [a_k·φ_k(x_i), b_k] ⊗ e_{y_i} + N(0, (σ_k Δ_k)² I)        ((C, D_k + 1))
+
+where only the first statistic carries the class counts (``b_0 > 0``,
+``b_k = 0`` after it), so counts are never released without noise and never
+treated as public. The statistics compose as Gaussian mechanisms
+(μ² = Σ μ_k², see :mod:`mmgen.privacy.calibration`).
+
+The file holds the noisy tensors (safetensors, no pickle) and a JSON header
+with everything public: format and library version, feature specs with
+their seeds, the data schema and bounds, ε, δ, noise multipliers, sensitivities,
+the neighbouring relation, the budget split and a SHA-256 content hash. No
+quantity computed from the data without noise is recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from . import __version__
+from .data.base import Dataset, as_batches
+from .errors import DataError, FormatError, MMGenError, PrivacyError
+from .features import FeatureMap, create, from_spec
+from .privacy import (
+    check_epsilon_delta,
+    check_neighbouring,
+    composed_noise_multiplier,
+    epsilon_for,
+    gaussian_mechanism,
+    sensitivity,
+    split_noise_multipliers,
+)
+
+__all__ = ["Release", "Statistic", "release", "accumulate", "finalize", "FORMAT", "FORMAT_VERSION", "DEFAULT_COUNT_WEIGHT"]
+
+FORMAT = "mmgen.release"
+FORMAT_VERSION = 1
+DEFAULT_COUNT_WEIGHT = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistic:
+    """One Gaussian-released statistic of a release.
+
+    Attributes:
+        name: a label, e.g. ``"rff"``.
+        feature_spec: the public spec that rebuilds the feature map.
+        sums ((C, D) Tensor): noisy ``a·Σ_{y_i=c} φ(x_i)``.
+        counts ((C,) Tensor or None): noisy ``b·n_c`` (first statistic only).
+        feature_weight: a.
+        count_weight: b (0 without counts).
+        noise_multiplier: σ.
+        sensitivity: Δ; each coordinate's noise std is ``σ·Δ``.
+        budget_share: this statistic's share w_k of μ² (the split).
+    """
+
+    name: str
+    feature_spec: dict
+    sums: torch.Tensor
+    counts: torch.Tensor | None
+    feature_weight: float
+    count_weight: float
+    noise_multiplier: float
+    sensitivity: float
+    budget_share: float
+
+    @property
+    def noise_std(self) -> float:
+        """The per-coordinate standard deviation of the noise, ``σ·Δ``."""
+        return self.noise_multiplier * self.sensitivity
+
+    def header(self) -> dict:
+        return {
+            "name": self.name,
+            "features": self.feature_spec,
+            "feature_weight": self.feature_weight,
+            "count_weight": self.count_weight,
+            "noise_multiplier": self.noise_multiplier,
+            "sensitivity": self.sensitivity,
+            "noise_std": self.noise_std,
+            "budget_share": self.budget_share,
+            "shape": list(self.sums.shape),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A differentially private release: noisy statistics + public metadata.
+
+    Build one with :func:`release`; read one with :meth:`load`.
+    """
+
+    statistics: tuple[Statistic, ...]
+    metadata: dict
+
+    # -- public views -----------------------------------------------------
+    @property
+    def epsilon(self) -> float:
+        return self.metadata["privacy"]["epsilon"]
+
+    @property
+    def delta(self) -> float:
+        return self.metadata["privacy"]["delta"]
+
+    @property
+    def neighbouring(self) -> str:
+        return self.metadata["privacy"]["neighbouring"]
+
+    @property
+    def schema(self) -> dict:
+        return self.metadata["data"]
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.schema["n_classes"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.schema["input_shape"])
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return (float(self.schema["low"]), float(self.schema["high"]))
+
+    @property
+    def for_publication(self) -> bool:
+        return bool(self.metadata["privacy"]["for_publication"])
+
+    def statistic(self, name: str) -> Statistic:
+        for s in self.statistics:
+            if s.name == name:
+                return s
+        raise MMGenError(f"No statistic {name!r} in this release. Has: {[s.name for s in self.statistics]}.")
+
+    def class_counts(self) -> torch.Tensor:
+        """Noisy class counts ``counts / b`` ((C,) float64; may be negative for tiny classes)."""
+        first = self.statistics[0]
+        return first.counts.to(torch.float64) / first.count_weight
+
+    def class_proportions(self) -> torch.Tensor:
+        """Class proportions from the noisy counts, clipped at 0 and normalised ((C,) float64)."""
+        counts = self.class_counts().clamp(min=0)
+        if counts.sum() <= 0:
+            return torch.full((self.n_classes,), 1.0 / self.n_classes, dtype=torch.float64)
+        return counts / counts.sum()
+
+    def mean_embeddings(self, name: str | None = None) -> torch.Tensor:
+        """Noisy class-wise mean embeddings ``(sums/a) / max(counts/b, 1)`` ((C, D) float64)."""
+        stat = self.statistics[0] if name is None else self.statistic(name)
+        n = self.class_counts().clamp(min=1.0)
+        return stat.sums.to(torch.float64) / stat.feature_weight / n[:, None]
+
+    def feature_map(self, name: str | None = None) -> FeatureMap:
+        """Rebuilds the (public) feature map of a statistic from its spec."""
+        stat = self.statistics[0] if name is None else self.statistic(name)
+        return from_spec(stat.feature_spec)
+
+    def summary(self) -> dict:
+        """The metadata with each statistic's header (what ``mmgen inspect --json`` prints)."""
+        return self.metadata
+
+    # -- files ---------------------------------------------------------------
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for s in self.statistics:
+            out[f"{s.name}.sums"] = s.sums.to(torch.float32).contiguous()
+            if s.counts is not None:
+                out[f"{s.name}.counts"] = s.counts.to(torch.float32).contiguous()
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the release atomically (temporary file in the same folder, fsync, rename).
+
+        Returns:
+            The path written.
+        """
+        tensors = self._tensors()
+        meta = dict(self.metadata)
+        meta.pop("content_hash", None)
+        meta["content_hash"] = content_hash(meta, tensors)
+        return write_safetensors_atomic(path, tensors, {"mmgen": json.dumps(meta, sort_keys=True)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Release":
+        """Reads and verifies a release file (never unpickles).
+
+        Raises:
+            FormatError: if the file is missing, truncated, altered, not an mmgen
+                release, or of an unknown format version.
+        """
+        tensors, header = read_safetensors_checked(path, FORMAT, FORMAT_VERSION)
+        stats = []
+        for s in header["statistics"]:
+            try:
+                sums = tensors[f"{s['name']}.sums"]
+                counts = tensors.get(f"{s['name']}.counts")
+            except KeyError:
+                raise FormatError(f"{path}: statistic {s['name']!r} has no tensor.") from None
+            stats.append(
+                Statistic(
+                    name=s["name"], feature_spec=s["features"], sums=sums, counts=counts,
+                    feature_weight=s["feature_weight"], count_weight=s["count_weight"],
+                    noise_multiplier=s["noise_multiplier"], sensitivity=s["sensitivity"],
+                    budget_share=s["budget_share"],
+                )  # fmt: skip
+            )
+        return cls(statistics=tuple(stats), metadata=header)
+
+
+# -- file helpers (shared with checkpoints) -----------------------------------
+def content_hash(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the canonical JSON metadata (without the hash) and every tensor's name, shape, dtype and bytes."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "content_hash"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous().cpu()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Writes a safetensors file atomically: temporary file, fsync, ``os.replace``."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = save(tensors, metadata=metadata)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_safetensors_checked(path: str | os.PathLike, kind: str, version: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """Reads a safetensors file written by mmgen and checks its kind, version and content hash."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path} does not exist.")
+    data = path.read_bytes()
+    what = "release" if kind == FORMAT else "checkpoint"
+    if len(data) < 8:
+        raise FormatError(f"{path} is not an mmgen {what} (file too short; truncated?).")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise FormatError(f"{path} is truncated: its header says {n} bytes, the file has {len(data) - 8} after the length.")
+    try:
+        header = json.loads(data[8 : 8 + n])
+        meta = json.loads(header["__metadata__"]["mmgen"])
+    except (ValueError, KeyError, TypeError):
+        raise FormatError(f"{path} is not an mmgen {what} (no mmgen metadata in a safetensors header).") from None
+    if not isinstance(meta, dict) or meta.get("format") != kind:
+        raise FormatError(f"{path} is not an mmgen {what} (format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {kind!r}).")
+    if meta.get("format_version") != version:
+        raise FormatError(
+            f"{path} has {what} format version {meta.get('format_version')!r}; this mmgen ({__version__}) reads "
+            f"version {version}. Upgrade mmgen to read newer files."
+        )
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise FormatError(f"{path} is damaged (truncated or altered): {exc}") from None
+    expected = meta.get("content_hash")
+    if expected != content_hash(meta, tensors):
+        raise FormatError(f"{path} was altered or damaged: its content hash does not match.")
+    return tensors, meta
+
+
+# -- making a release -------------------------------------------------------
+def _check_batch(x: torch.Tensor, y: torch.Tensor, shape, n_classes: int, low: float, high: float, clip: bool, offset: int):
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise DataError(f"Batches must be (x, y) tensors. Got ({type(x).__name__}, {type(y).__name__}).")
+    if not x.is_floating_point():
+        raise DataError(f"x must be a floating-point tensor. Got {x.dtype}.")
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise DataError(f"Expected x of shape (N, {', '.join(map(str, shape))}). Got {tuple(x.shape)}.")
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8) or y.ndim != 1:
+        raise DataError(f"y must be a 1-d integer tensor. Got {y.dtype} of shape {tuple(y.shape)}.")
+    if len(x) != len(y):
+        raise DataError(f"x has {len(x)} records but y has {len(y)} labels.")
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    if bad.any():
+        raise DataError(f"x holds NaN or inf (first at record {offset + int(bad.nonzero()[0])}); clean the data first.")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise DataError(f"labels must be in [0, {n_classes}) (the declared classes); some are outside.")
+    if clip:
+        return x.clamp(low, high), y.long()
+    out = (x < low) | (x > high)
+    if out.any():
+        first = offset + int(out.reshape(len(x), -1).any(dim=1).nonzero()[0])
+        raise DataError(
+            f"x has values outside the declared domain [{low}, {high}] (first at record {first}). "
+            "Rescale the data, declare other bounds, or pass clip=True (--clip) to clip them."
+        )
+    return x, y.long()
+
+
+def release(
+    x: torch.Tensor | Dataset | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    y: torch.Tensor | None = None,
+    features: str | FeatureMap | Sequence[str | FeatureMap] = "rff",
+    *,
+    epsilon: float,
+    delta: float,
+    n_classes: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    bounds: tuple[float, float] | None = None,
+    neighbouring: str = "add-remove",
+    budget_split: Sequence[float] | None = None,
+    count_weight: float = DEFAULT_COUNT_WEIGHT,
+    clip: bool = False,
+    batch_size: int = 4096,
+    noise_seed: int | None = None,
+    data_name: str | None = None,
+    progress: bool = False,
+) -> Release:
+    """Makes an (ε, δ)-DP release of class-conditional mean embeddings.
+
+    The data is read once, in batches; only the class-conditional sums (one
+    (C, D) buffer per statistic) are held. One Gaussian mechanism per statistic,
+    calibrated together with dp-accounting, adds the noise.
+
+    Args:
+        x: records ``(N, *input_shape)`` in ``[low, high]``; or a :class:`Dataset`
+            (its training split and schema are used); or an iterable of
+            ``(x, y)`` batches (then ``y`` is None and ``n_classes`` and
+            ``input_shape`` are required).
+        y ((N,) Tensor): integer labels in ``[0, n_classes)``.
+        features: a feature-map name, an instance (set up or not), or a list of
+            them for a multi-statistic release.
+        epsilon, delta: the privacy budget of the whole release.
+        n_classes: the declared (public) number of classes.
+        input_shape: the declared shape of one record (defaults to ``x.shape[1:]``).
+        bounds: the declared public domain ``(low, high)``; default ``(0, 1)``.
+        neighbouring: ``"add-remove"`` (default) or ``"replace-one"``.
+        budget_split: shares of μ² per statistic (default equal).
+        count_weight: b, the weight of the count coordinate (``a = sqrt(1 − b²)``).
+        clip: clip values into the domain instead of refusing them (recorded).
+        batch_size: records per batch when ``x`` is a tensor.
+        noise_seed: reproducible noise for tests; the release is then marked
+            ``for_publication = false``.
+        data_name: a public name of the data recorded in the schema.
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`Release`.
+
+    Raises:
+        DataError: bad data (shape, dtype, NaN/inf, out of domain, bad labels, empty).
+        PrivacyError: bad ε, δ, relation or budget split.
+    """
+    check_epsilon_delta(epsilon, delta)
+    check_neighbouring(neighbouring)
+    if not (0 < count_weight < 1):
+        raise PrivacyError(f"`count_weight` must be in (0, 1). Got {count_weight!r}.")
+    if isinstance(x, Dataset):
+        ds = x
+        x, y = ds.x_train, ds.y_train
+        n_classes = ds.n_classes if n_classes is None else n_classes
+        bounds = (ds.low, ds.high) if bounds is None else bounds
+        data_name = data_name or ds.name
+    bounds = (0.0, 1.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    if isinstance(x, torch.Tensor):
+        if y is None:
+            raise DataError("Labels `y` are required with a tensor `x`.")
+        input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
+    elif input_shape is None:
+        raise DataError("`input_shape` is required when the data is an iterable of batches.")
+    if n_classes is None:
+        raise DataError("`n_classes` must be declared (it is public; reading it off the labels would leak).")
+    if not isinstance(n_classes, int) or n_classes < 1:
+        raise DataError(f"`n_classes` must be a positive integer. Got {n_classes!r}.")
+    input_shape = tuple(int(s) for s in input_shape)
+
+    fmaps = _feature_maps(features, input_shape, bounds)
+    shares = [1.0] * len(fmaps) if budget_split is None else [float(w) for w in budget_split]
+    if len(shares) != len(fmaps):
+        raise PrivacyError(f"`budget_split` needs one weight per statistic ({len(fmaps)}). Got {len(shares)}.")
+    split_noise_multipliers(epsilon, delta, shares)  # validates the split before the data is read
+    batches = as_batches((x, y) if isinstance(x, torch.Tensor) else x, batch_size)
+    total = len(x) if isinstance(x, torch.Tensor) else None
+    sums, counts = accumulate(batches, fmaps, n_classes, input_shape, bounds, clip=clip, progress=progress, total=total)
+    if float(counts.sum()) == 0:
+        raise DataError("The data is empty: a release needs at least one record.")
+    return finalize(
+        sums, counts, fmaps, epsilon=epsilon, delta=delta, neighbouring=neighbouring, budget_split=shares,
+        count_weight=count_weight, noise_seed=noise_seed,
+        schema={"name": data_name, "input_shape": list(input_shape), "n_classes": n_classes,
+                "low": bounds[0], "high": bounds[1], "clip": bool(clip)},
+    )  # fmt: skip
+
+
+def accumulate(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    fmaps: Sequence[FeatureMap],
+    n_classes: int,
+    input_shape: Sequence[int],
+    bounds: tuple[float, float],
+    *,
+    clip: bool = False,
+    progress: bool = False,
+    total: int | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The exact (un-noised) class-conditional sums and counts of a stream of batches.
+
+    This is the only place the private records are read. Its outputs are
+    private: they must go through :func:`finalize` (which adds the noise)
+    before anything leaves the process.
+
+    Returns:
+        ``(sums, counts)``: one (C, D_k) float64 tensor per feature map and a (C,) float64 tensor.
+    """
+    sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.float64) for f in fmaps]
+    counts = torch.zeros(n_classes, dtype=torch.float64)
+    seen = 0
+    bar = _progress(progress, total)
+    with torch.no_grad():
+        for xb, yb in batches:
+            xb, yb = _check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
+            if not len(yb):
+                continue
+            for acc, f in zip(sums, fmaps):
+                device = _device_of(f)
+                acc += f.class_sums(xb.to(device), yb.to(device), n_classes).to(torch.float64).cpu()
+            counts += torch.bincount(yb.cpu(), minlength=n_classes).to(torch.float64)
+            seen += len(yb)
+            if bar is not None:
+                bar.update(len(yb))
+    if bar is not None:
+        bar.close()
+    return sums, counts
+
+
+def finalize(
+    sums: Sequence[torch.Tensor],
+    counts: torch.Tensor,
+    fmaps: Sequence[FeatureMap],
+    *,
+    epsilon: float,
+    delta: float,
+    neighbouring: str,
+    budget_split: Sequence[float],
+    count_weight: float,
+    noise_seed: int | None,
+    schema: dict,
+) -> Release:
+    """Adds calibrated Gaussian noise to exact sums and counts and builds the :class:`Release`.
+
+    The first statistic's vector is ``[a·S_0, b·n]`` (a² + b² = 1); later ones
+    are ``S_k`` alone. Each gets ``N(0, (σ_k Δ_k)² I)`` with σ_k from the budget
+    split (μ_k² = w_k μ²) and Δ_k from :func:`~mmgen.privacy.sensitivity`.
+    """
+    multipliers = split_noise_multipliers(epsilon, delta, budget_split)
+    total = sum(budget_split)
+    shares = [w / total for w in budget_split]
+    names = _unique_names(list(fmaps))
+    b = float(count_weight)
+    a = math.sqrt(1.0 - b * b)
+    stats = []
+    for k, (name, f, acc, sigma, share) in enumerate(zip(names, fmaps, sums, multipliers, shares)):
+        bk = b if k == 0 else 0.0
+        ak = a if k == 0 else 1.0
+        delta_k = sensitivity(neighbouring, max_norm=f.max_norm, feature_weight=ak, count_weight=bk)
+        seed = None if noise_seed is None else noise_seed + k
+        vec = torch.cat([ak * acc, (bk * counts)[:, None]], dim=1) if bk else ak * acc
+        noisy = gaussian_mechanism(vec, noise_multiplier=sigma, sensitivity=delta_k, noise_seed=seed)
+        stats.append(
+            Statistic(
+                name=name, feature_spec=f.spec(), sums=noisy[:, : f.output_dim].clone(),
+                counts=noisy[:, -1].clone() if bk else None, feature_weight=ak, count_weight=bk,
+                noise_multiplier=sigma, sensitivity=delta_k, budget_share=share,
+            )  # fmt: skip
+        )
+    composed = composed_noise_multiplier(multipliers)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "privacy": {
+            "epsilon": float(epsilon),
+            "delta": float(delta),
+            "neighbouring": neighbouring,
+            "mechanism": "gaussian",
+            "noise_multipliers": multipliers,
+            "composed_noise_multiplier": composed,
+            "epsilon_check": epsilon_for(composed, delta),
+            "budget_split": shares,
+            "for_publication": noise_seed is None,
+            "noise_source": "os.urandom" if noise_seed is None else "seeded (test only)",
+        },
+        "data": dict(schema),
+        "statistics": [s.header() for s in stats],
+    }
+    return Release(statistics=tuple(stats), metadata=metadata)
+
+
+def _feature_maps(features, input_shape, bounds) -> list[FeatureMap]:
+    items = [features] if isinstance(features, (str, FeatureMap)) else list(features)
+    if not items:
+        raise MMGenError("`features` is empty: name at least one feature map.")
+    out = []
+    for item in items:
+        f = create(item, input_shape=input_shape, bounds=bounds) if isinstance(item, str) else item
+        if not isinstance(f, FeatureMap):
+            raise MMGenError(f"`features` must hold names or FeatureMap instances. Got {type(item).__name__}.")
+        if not f.is_setup:
+            f.setup(input_shape, bounds)
+        elif tuple(f.input_shape_) != tuple(input_shape) or tuple(f.bounds_) != tuple(bounds):
+            raise DataError(
+                f"Feature map {f.name!r} was set up for shape {f.input_shape_} and bounds {f.bounds_}; "
+                f"the data has shape {tuple(input_shape)} and bounds {tuple(bounds)}."
+            )
+        if not (0 < f.max_norm <= 1):
+            raise PrivacyError(f"Feature map {f.name!r} declares max_norm={f.max_norm}; it must be in (0, 1].")
+        out.append(f)
+    return out
+
+
+def _unique_names(fmaps: list[FeatureMap]) -> list[str]:
+    names, seen = [], {}
+    for f in fmaps:
+        seen[f.name] = seen.get(f.name, 0) + 1
+        names.append(f.name if seen[f.name] == 1 else f"{f.name}{seen[f.name]}")
+    return names
+
+
+def _device_of(f: FeatureMap) -> torch.device:
+    for t in list(f.parameters()) + list(f.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _progress(enabled: bool, total: int | None):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="release", unit="rec")

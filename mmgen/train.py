@@ -1,0 +1,233 @@
+"""Fitting a generator to a release (post-processing: no privacy cost).
+
+For every statistic k of the release with noisy class means ``m̃_{k,c}`` and
+every step, draw labels ``y_i`` from the released (noisy) class proportions,
+generate ``x_i = G(z_i, y_i)`` and minimise
+
+    L = Σ_k w_k Σ_c ‖ m̃_{k,c} − mean_{i: y_i = c} φ_k(x_i) ‖²
+
+with Adam (Harder et al., DP-MERF, AISTATS 2021, eq. 7, class-conditional
+form). Only the release is in scope here: ``fit`` takes a :class:`Release`,
+never a data set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .config import Config
+from .errors import MMGenError
+from .generators import Generator, GeneratorConfig, create_generator, for_release
+from .release import Release, read_safetensors_checked, write_safetensors_atomic, content_hash
+
+__all__ = ["TrainConfig", "Trained", "fit", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_FORMAT = "mmgen.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """Training hyper-parameters.
+
+    Attributes:
+        epochs: number of epochs of ``steps_per_epoch`` Adam steps.
+        steps_per_epoch: steps per epoch (there is no data set to pass over).
+        batch_size: generated records per step.
+        lr: Adam learning rate.
+        lr_decay: the learning rate is multiplied by this after each epoch.
+        seed: seeds the generator's initialisation and every latent draw.
+        statistic_weights: w_k per statistic (default 1 each).
+        device: torch device for training.
+    """
+
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    batch_size: int = 500
+    lr: float = 1e-3
+    lr_decay: float = 0.9
+    seed: int = 0
+    statistic_weights: tuple[float, ...] | None = None
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for name in ("epochs", "steps_per_epoch", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise MMGenError(f"`{name}` must be a positive integer. Got {v!r}.")
+        if not self.lr > 0:
+            raise MMGenError(f"`lr` must be > 0. Got {self.lr!r}.")
+        if not 0 < self.lr_decay <= 1:
+            raise MMGenError(f"`lr_decay` must be in (0, 1]. Got {self.lr_decay!r}.")
+
+
+@dataclasses.dataclass
+class Trained:
+    """A generator fitted to a release, with what is needed to sample and to audit its origin.
+
+    Attributes:
+        generator: the trained network (in eval mode after :func:`fit`).
+        train_config: how it was trained.
+        release_info: the release's public metadata (privacy, schema, content hash).
+        class_proportions ((C,) Tensor): the released noisy class proportions.
+        losses: mean loss per epoch.
+    """
+
+    generator: Generator
+    train_config: TrainConfig
+    release_info: dict
+    class_proportions: torch.Tensor
+    losses: list[float]
+
+    def sample(self, n: int, *, seed: int | None = None, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draws ``n`` labelled synthetic records.
+
+        Args:
+            n: number of records.
+            seed: seed of the latent draws and labels (``None``: fresh randomness).
+            labels ((n,) Tensor): labels to generate; default drawn from the
+                released class proportions.
+
+        Returns:
+            ``(x, y)``: (n, *input_shape) float32 in the domain and (n,) int64 labels.
+        """
+        gen = torch.Generator()
+        gen.manual_seed(seed) if seed is not None else gen.seed()
+        if labels is None:
+            labels = torch.multinomial(self.class_proportions.float(), n, replacement=True, generator=gen)
+        self.generator.eval()
+        return self.generator.sample(labels.long(), generator=gen), labels.long()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the checkpoint atomically (safetensors + JSON, no pickle)."""
+        tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
+        tensors["class_proportions"] = self.class_proportions.to(torch.float64).contiguous()
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "generator": self.generator.config.to_dict(),
+            "train": self.train_config.to_dict(),
+            "release": self.release_info,
+            "losses": self.losses,
+        }
+        meta["content_hash"] = content_hash(meta, tensors)
+        return write_safetensors_atomic(path, tensors, {"mmgen": json.dumps(meta, sort_keys=True)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Trained":
+        """Reads and verifies a checkpoint (never unpickles)."""
+        tensors, meta = read_safetensors_checked(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+        generator = create_generator(GeneratorConfig.from_dict(meta["generator"]))
+        state = {k[len("generator.") :]: v for k, v in tensors.items() if k.startswith("generator.")}
+        generator.load_state_dict(state)
+        generator.eval()
+        return cls(
+            generator=generator, train_config=TrainConfig.from_dict(meta["train"]), release_info=meta["release"],
+            class_proportions=tensors["class_proportions"], losses=list(meta["losses"]),
+        )  # fmt: skip
+
+
+def _release_info(rel: Release) -> dict:
+    return {
+        "privacy": rel.metadata["privacy"],
+        "data": rel.metadata["data"],
+        "statistics": [s.header() for s in rel.statistics],
+        "content_hash": rel.metadata.get("content_hash"),
+    }
+
+
+def _class_means(phi: torch.Tensor, y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class means of rows of ``phi`` ((B, D) → (C, D)) and a mask of classes present."""
+    counts = torch.bincount(y, minlength=n_classes).to(phi.dtype)
+    sums = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device).index_add(0, y, phi)  # (C, D)
+    return sums / counts.clamp(min=1)[:, None], counts > 0
+
+
+def fit(
+    generator: Generator | str,
+    release: Release,
+    config: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    **options,
+) -> Trained:
+    """Trains a generator to match a release's class-wise mean embeddings.
+
+    Args:
+        generator: a :class:`Generator`, or ``"conv"`` / ``"mlp"`` to build one
+            shaped for the release (seeded by ``config.seed``).
+        release: the :class:`Release` (the only input derived from private data).
+        config: a :class:`TrainConfig`; or give its fields as keyword options.
+        progress: show a progress bar.
+        checkpoint: if given, the checkpoint is written there after every epoch.
+
+    Returns:
+        The :class:`Trained` generator with its loss history.
+    """
+    if not isinstance(release, Release):
+        raise MMGenError(f"fit() takes a Release (training never sees private data). Got {type(release).__name__}.")
+    if config is not None and options:
+        raise TypeError("Pass either `config` or keyword options, not both.")
+    config = config if config is not None else TrainConfig.from_dict(options)
+    torch.manual_seed(config.seed)
+    if isinstance(generator, str):
+        generator = for_release(release, generator)
+    if tuple(generator.config.input_shape) != release.input_shape or generator.config.n_classes != release.n_classes:
+        raise MMGenError(
+            f"The generator makes {tuple(generator.config.input_shape)} records for {generator.config.n_classes} classes; "
+            f"the release describes {release.input_shape} and {release.n_classes}."
+        )
+    device = torch.device(config.device)
+    generator.to(device).train()
+    n_classes = release.n_classes
+    weights = config.statistic_weights or (1.0,) * len(release.statistics)
+    if len(weights) != len(release.statistics):
+        raise MMGenError(f"`statistic_weights` needs {len(release.statistics)} values. Got {len(weights)}.")
+    fmaps = [release.feature_map(s.name).to(device) for s in release.statistics]
+    targets = [release.mean_embeddings(s.name).to(device=device, dtype=torch.float32) for s in release.statistics]
+    proportions = release.class_proportions()
+
+    gen = torch.Generator().manual_seed(config.seed)
+    opt = torch.optim.Adam(generator.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs * config.steps_per_epoch, desc="fit", unit="step")
+    losses: list[float] = []
+    result = Trained(generator, config, _release_info(release), proportions, losses)
+    for _ in range(config.epochs):
+        total = 0.0
+        for _ in range(config.steps_per_epoch):
+            y = torch.multinomial(proportions.float(), config.batch_size, replacement=True, generator=gen).to(device)
+            z = torch.randn(config.batch_size, generator.config.latent_dim, generator=gen).to(device)
+            x = generator(z, y)
+            loss = x.new_zeros(())
+            for w, f, m in zip(weights, fmaps, targets):
+                means, present = _class_means(f(x), y, n_classes)
+                loss = loss + w * ((means - m)[present] ** 2).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        sched.step()
+        losses.append(total / config.steps_per_epoch)
+        if checkpoint is not None:
+            generator.eval()
+            result.save(checkpoint)
+            generator.train()
+    if bar is not None:
+        bar.close()
+    generator.eval()
+    return result
