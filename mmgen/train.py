@@ -142,13 +142,6 @@ def _release_info(rel: Release) -> dict:
     }
 
 
-def _class_means(phi: torch.Tensor, y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class means of rows of ``phi`` ((B, D) → (C, D)) and a mask of classes present."""
-    counts = torch.bincount(y, minlength=n_classes).to(phi.dtype)
-    sums = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device).index_add(0, y, phi)  # (C, D)
-    return sums / counts.clamp(min=1)[:, None], counts > 0
-
-
 def fit(
     generator: Generator | str,
     release: Release,
@@ -186,7 +179,6 @@ def fit(
         )
     device = torch.device(config.device)
     generator.to(device).train()
-    n_classes = release.n_classes
     weights = config.statistic_weights or (1.0,) * len(release.statistics)
     if len(weights) != len(release.statistics):
         raise MMGenError(f"`statistic_weights` needs {len(release.statistics)} values. Got {len(weights)}.")
@@ -212,8 +204,7 @@ def fit(
             x = generator(z, y)
             loss = x.new_zeros(())
             for w, f, m in zip(weights, fmaps, targets):
-                means, present = _class_means(f(x), y, n_classes)
-                loss = loss + w * ((means - m)[present] ** 2).sum()
+                loss = loss + w * f.matching_loss(x, y, m)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -133,6 +133,28 @@ class FeatureMap(nn.Module):
         out = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device)
         return out.index_add_(0, y, phi)  # (C, D) += scatter of (N, D) rows by label
 
+    def matching_loss(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The generator's moment-matching loss for one batch (differentiable in ``x``).
+
+        ``L = Σ_{c present} ‖targets_c − mean_{i: y_i = c} φ(x_i)‖²``, summed over
+        the classes that occur in ``y``.
+
+        Args:
+            x ((B, *input_shape) Tensor): generated records.
+            y ((B,) Tensor): their int64 labels.
+            targets ((C, D) Tensor): the released class-wise mean embeddings.
+
+        Returns:
+            A scalar tensor.
+        """
+        phi = self(x)
+        n_classes = targets.shape[0]
+        counts = torch.bincount(y, minlength=n_classes).to(phi.dtype)
+        sums = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device).index_add(0, y, phi)  # (C, D)
+        present = counts > 0
+        means = sums[present] / counts[present, None]
+        return ((means - targets[present]) ** 2).sum()
+
     # -- description ----------------------------------------------------------
     def spec(self) -> dict[str, Any]:
         """The public, JSON-ready description that rebuilds this map exactly."""
