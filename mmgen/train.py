@@ -77,6 +77,10 @@ class Trained:
         release_info: the release's public metadata (privacy, schema, content hash).
         class_proportions ((C,) Tensor): the released noisy class proportions.
         losses: mean loss per epoch.
+        epochs_done: completed epochs (less than ``train_config.epochs`` in an
+            interrupted run's checkpoint).
+        optimizer_state: Adam's state, kept so that training can resume exactly.
+        rng_state ((K,) uint8 Tensor): the latent/label random generator's state.
     """
 
     generator: Generator
@@ -84,6 +88,9 @@ class Trained:
     release_info: dict
     class_proportions: torch.Tensor
     losses: list[float]
+    epochs_done: int = 0
+    optimizer_state: dict | None = None
+    rng_state: torch.Tensor | None = None
 
     def sample(self, n: int, *, seed: int | None = None, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draws ``n`` labelled synthetic records.
@@ -108,6 +115,14 @@ class Trained:
         """Writes the checkpoint atomically (safetensors + JSON, no pickle)."""
         tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
         tensors["class_proportions"] = self.class_proportions.to(torch.float64).contiguous()
+        optim_groups = None
+        if self.optimizer_state is not None:
+            for idx, state in self.optimizer_state["state"].items():
+                for key, value in state.items():
+                    tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            optim_groups = self.optimizer_state["param_groups"]
+        if self.rng_state is not None:
+            tensors["rng_state"] = self.rng_state.contiguous()
         meta = {
             "format": CHECKPOINT_FORMAT,
             "format_version": CHECKPOINT_VERSION,
@@ -115,6 +130,8 @@ class Trained:
             "train": self.train_config.to_dict(),
             "release": self.release_info,
             "losses": self.losses,
+            "epochs_done": self.epochs_done,
+            "optimizer_param_groups": optim_groups,
         }
         meta["content_hash"] = content_hash(meta, tensors)
         return write_safetensors_atomic(path, tensors, {"mmgen": json.dumps(meta, sort_keys=True)})
@@ -127,9 +144,19 @@ class Trained:
         state = {k[len("generator.") :]: v for k, v in tensors.items() if k.startswith("generator.")}
         generator.load_state_dict(state)
         generator.eval()
+        optimizer_state = None
+        if meta.get("optimizer_param_groups") is not None:
+            per_param: dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith("optim."):
+                    _, idx, name = key.split(".", 2)
+                    per_param.setdefault(int(idx), {})[name] = value
+            optimizer_state = {"state": per_param, "param_groups": meta["optimizer_param_groups"]}
         return cls(
             generator=generator, train_config=TrainConfig.from_dict(meta["train"]), release_info=meta["release"],
             class_proportions=tensors["class_proportions"], losses=list(meta["losses"]),
+            epochs_done=int(meta.get("epochs_done", len(meta["losses"]))), optimizer_state=optimizer_state,
+            rng_state=tensors.get("rng_state"),
         )  # fmt: skip
 
 
@@ -138,7 +165,7 @@ def _release_info(rel: Release) -> dict:
         "privacy": rel.metadata["privacy"],
         "data": rel.metadata["data"],
         "statistics": [s.header() for s in rel.statistics],
-        "content_hash": rel.metadata.get("content_hash"),
+        "content_hash": rel.content_hash(),
     }
 
 
@@ -149,6 +176,7 @@ def fit(
     *,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
     **options,
 ) -> Trained:
     """Trains a generator to match a release's class-wise mean embeddings.
@@ -160,6 +188,8 @@ def fit(
         config: a :class:`TrainConfig`; or give its fields as keyword options.
         progress: show a progress bar.
         checkpoint: if given, the checkpoint is written there after every epoch.
+        resume: a checkpoint of an interrupted run on the same release to
+            continue from; the result equals an uninterrupted run with the same seed.
 
     Returns:
         The :class:`Trained` generator with its loss history.
@@ -168,7 +198,14 @@ def fit(
         raise MMGenError(f"fit() takes a Release (training never sees private data). Got {type(release).__name__}.")
     if config is not None and options:
         raise TypeError("Pass either `config` or keyword options, not both.")
+    explicit = config is not None or bool(options)
     config = config if config is not None else TrainConfig.from_dict(options)
+    previous = Trained.load(resume) if resume is not None else None
+    if previous is not None:
+        if previous.release_info.get("content_hash") != release.content_hash():
+            raise MMGenError(f"{resume} was trained on another release (content hash differs); cannot resume.")
+        generator = previous.generator
+        config = config if explicit else previous.train_config
     torch.manual_seed(config.seed)
     if isinstance(generator, str):
         generator = for_release(release, generator)
@@ -189,14 +226,18 @@ def fit(
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.Adam(generator.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
+    result = Trained(generator, config, _release_info(release), proportions, [])
+    if previous is not None:
+        opt.load_state_dict(previous.optimizer_state)  # carries the decayed learning rate
+        gen.set_state(previous.rng_state)
+        result.losses, result.epochs_done = list(previous.losses), previous.epochs_done
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs * config.steps_per_epoch, desc="fit", unit="step")
-    losses: list[float] = []
-    result = Trained(generator, config, _release_info(release), proportions, losses)
-    for _ in range(config.epochs):
+        bar = tqdm(total=config.epochs * config.steps_per_epoch, initial=result.epochs_done * config.steps_per_epoch,
+                   desc="fit", unit="step")  # fmt: skip
+    for _ in range(result.epochs_done, config.epochs):
         total = 0.0
         for _ in range(config.steps_per_epoch):
             y = torch.multinomial(proportions.float(), config.batch_size, replacement=True, generator=gen).to(device)
@@ -213,7 +254,9 @@ def fit(
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
         sched.step()
-        losses.append(total / config.steps_per_epoch)
+        result.losses.append(total / config.steps_per_epoch)
+        result.epochs_done += 1
+        result.optimizer_state, result.rng_state = opt.state_dict(), gen.get_state()
         if checkpoint is not None:
             generator.eval()
             result.save(checkpoint)

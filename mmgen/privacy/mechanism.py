@@ -10,6 +10,10 @@ count weight ``b``; every other row is zero). With ``‖φ(x)‖ ≤ m`` and
   ``sqrt(2(a²m² + b²))`` when ``y ≠ y'`` (disjoint rows) and ``2am`` when
   ``y = y'`` (the counts cancel), so ``Δ = max(sqrt(2(a²m²+b²)), 2am)``.
 
+Features are computed in float32, so a norm "exactly 1" may come out as
+1 + 1e-7. The sensitivity therefore uses ``m·(1 + NORM_SLACK)`` with
+``NORM_SLACK = 1e-5``, a bound on that rounding far above its size.
+
 The mechanism returns ``Σ_i v(x_i, y_i) + z`` with ``z ~ N(0, (σΔ)² I)``,
 σ being the noise multiplier; it is (ε, δ)-DP for the relation whose Δ is used
 exactly when σ meets :func:`~mmgen.privacy.calibration.noise_multiplier_for`.
@@ -24,9 +28,10 @@ import torch
 from ..errors import PrivacyError
 from .noise import secure_standard_normal, seeded_standard_normal, snap
 
-__all__ = ["NEIGHBOURING", "sensitivity", "gaussian_mechanism", "check_neighbouring"]
+__all__ = ["NORM_SLACK", "NEIGHBOURING", "sensitivity", "gaussian_mechanism", "check_neighbouring"]
 
 NEIGHBOURING = ("add-remove", "replace-one")
+NORM_SLACK = 1e-5  # covers float32 rounding of ‖φ(x)‖ (relative error ~1e-7)
 
 
 def check_neighbouring(neighbouring: str) -> str:
@@ -48,6 +53,7 @@ def sensitivity(neighbouring: str, *, max_norm: float, feature_weight: float, co
     a, b, m = float(feature_weight), float(count_weight), float(max_norm)
     if not (0 < m <= 1) or a < 0 or b < 0 or a * a + b * b > 1 + 1e-12:
         raise PrivacyError(f"need 0 < max_norm ≤ 1, a, b ≥ 0, a² + b² ≤ 1. Got m={m}, a={a}, b={b}.")
+    m = m * (1.0 + NORM_SLACK)
     record = math.sqrt(a * a * m * m + b * b)
     if neighbouring == "add-remove":
         return record
