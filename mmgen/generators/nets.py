@@ -128,7 +128,9 @@ class MLPGenerator(Generator):
         return self._to_domain(out.view(len(z), *c.input_shape))
 
 
-GENERATORS = {"conv": ConvGenerator, "mlp": MLPGenerator}
+from .resnet import ResNetGenerator  # noqa: E402  (after Generator: resnet.py subclasses it)
+
+GENERATORS = {"conv": ConvGenerator, "mlp": MLPGenerator, "resnet": ResNetGenerator}
 
 
 def create_generator(config: GeneratorConfig | None = None, **options) -> Generator:

@@ -1,0 +1,111 @@
+"""Multi-statistic releases by name: ``statistics("hermite")``, ``statistics("rff,perceptual")``.
+
+Some methods release more than one statistic of the same records: DP-HP a sum
+kernel and a product kernel, DP-MEPF the first and second moments of the
+perceptual features. Each statistic is a separate feature map with its own
+norm bound ≤ 1 and its own Gaussian mechanism; :func:`mmgen.release` composes
+them (μ² = Σ_k μ_k²) and records the budget split.
+
+A *statistics spec* is a comma-separated list of names. A bundle name expands
+to its maps (see :data:`BUNDLES`); any other name is a single registered map.
+Options are given per registered map name (``options={"hermite": {"order": 30}}``)
+or, under the key ``"*"``, to every map whose config has that field.
+
+Example:
+    >>> from mmgen.features import statistics, default_budget_split
+    >>> [f.name for f in statistics("hermite", input_shape=(1, 8, 8))]
+    ['hermite', 'hermite-product']
+    >>> default_budget_split("rff,hermite")
+    [1.0, 1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+from ..errors import MMGenError
+from .base import FeatureMap, create, get_class, list_feature_maps
+
+__all__ = ["BUNDLES", "statistics", "default_budget_split", "expand"]
+
+# bundle name -> [(registered map, fixed options, default budget weight)]
+BUNDLES: dict[str, list[tuple[str, dict[str, Any], float]]] = {
+    "hermite": [("hermite", {}, 1.0), ("hermite-product", {}, 1.0)],
+    "perceptual": [("perceptual", {"moment": 1}, 1.0), ("perceptual", {"moment": 2}, 1.0)],
+}
+
+
+def expand(spec: str | Sequence[str]) -> list[tuple[str, dict[str, Any], float]]:
+    """The ``(map name, fixed options, default weight)`` triples of a statistics spec.
+
+    Raises:
+        MMGenError: on an empty spec or an unknown name (listing the known ones).
+    """
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    if not names or any(not n for n in names):
+        raise MMGenError(f"A statistics spec is a comma-separated list of names. Got {spec!r}.")
+    out = []
+    for n in names:
+        if n in BUNDLES:
+            out.extend((m, dict(o), w) for m, o, w in BUNDLES[n])
+        elif n in list_feature_maps():
+            out.append((n, {}, 1.0))
+        else:
+            raise MMGenError(
+                f"Unknown statistic {n!r}. Known: bundles {sorted(BUNDLES)}, feature maps {list_feature_maps()}."
+            )
+    return out
+
+
+def statistics(
+    spec: str | Sequence[str],
+    *,
+    input_shape: Sequence[int] | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[FeatureMap]:
+    """The feature maps of a statistics spec, ready to pass to :func:`mmgen.release`.
+
+    Args:
+        spec: e.g. ``"perceptual"``, ``"hermite"``, ``"rff,perceptual"``.
+        input_shape: shape of one record; with it every map is set up.
+        bounds: the declared public domain.
+        options: per map name, its options; ``"*"`` applies to every map with that field.
+            A bundle's fixed options (e.g. ``moment``) cannot be overridden.
+
+    Returns:
+        A list of feature maps, in release order (the first carries the class counts).
+
+    Raises:
+        MMGenError: unknown names, or options that no map of the spec accepts.
+        TypeError: an option a named map does not have.
+    """
+    options = dict(options or {})
+    entries = expand(spec)
+    names = {m for m, _, _ in entries}
+    unknown = sorted(set(options) - names - {"*"})
+    if unknown:
+        raise MMGenError(f"Options given for {unknown}, which are not in the statistics {sorted(names)}.")
+    shared = dict(options.get("*", {}))
+    used: set[str] = set()
+    out = []
+    for name, fixed, _ in entries:
+        fields = {f.name for f in dataclasses.fields(get_class(name).Config)}
+        opts = {k: v for k, v in shared.items() if k in fields}
+        used |= set(opts)
+        opts.update(options.get(name, {}))
+        clash = sorted(set(opts) & set(fixed))
+        if clash:
+            raise MMGenError(f"Option(s) {clash} of {name!r} are fixed by the statistics spec {spec!r}.")
+        opts.update(fixed)
+        out.append(create(name, input_shape=input_shape, bounds=bounds, **opts))
+    unused = sorted(set(shared) - used)
+    if unused:
+        raise MMGenError(f"No feature map in {sorted(names)} has option(s) {unused}.")
+    return out
+
+
+def default_budget_split(spec: str | Sequence[str]) -> list[float]:
+    """The default weights of μ² per statistic of a spec (equal unless a bundle says otherwise)."""
+    return [w for _, _, w in expand(spec)]

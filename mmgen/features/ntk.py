@@ -1,0 +1,134 @@
+"""Empirical neural-tangent-kernel features (DP-NTK).
+
+Yang, Adamczewski, Sutherland, Li & Park, "Differentially private neural
+tangent kernels for privacy-preserving data generation", 2023, Sec. 3: the
+embedding of a record is the gradient of a randomly initialised network's
+output with respect to its parameters θ,
+
+    φ(x) = vec(∂f_θ(x)/∂θ) / ‖vec(∂f_θ(x)/∂θ)‖₂,     φ(x)ᵀφ(x') = normalised e-NTK(x, x'),
+
+where f_θ is a fully connected network on the record mapped affinely from the
+declared domain to ``[−1, 1]``, with ``n_outputs`` outputs (the Jacobian's
+rows are concatenated), and θ is drawn from a *public* seed stored in the
+release (PyTorch's default initialisation under that seed).
+
+Norm bound (the privacy contract). ``‖φ(x)‖₂ = 1`` by explicit per-record
+normalisation, and the denominator is never zero: the last layer has a bias
+per output, whose derivative is exactly 1, so ``‖∂f/∂θ‖ ≥ sqrt(n_outputs) ≥ 1``
+for every input.
+
+The per-record Jacobians are computed with ``torch.func`` (``vmap`` over
+``jacrev`` of a ``functional_call``), in chunks of ``chunk_size`` records to
+bound memory. The result stays differentiable with respect to x (the
+generator's loss backpropagates through the Jacobian: a gradient of a gradient).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..errors import MMGenError
+from .base import FeatureMap, register
+
+__all__ = ["NTKConfig", "NTKFeatures"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
+
+
+@dataclasses.dataclass(frozen=True)
+class NTKConfig(Config):
+    """Hyper-parameters of :class:`NTKFeatures`.
+
+    Attributes:
+        width: hidden units per layer.
+        depth: number of hidden layers.
+        n_outputs: outputs of the network (1 gives the scalar e-NTK).
+        activation: ``"relu"``, ``"tanh"`` or ``"softplus"``.
+        seed: public seed of the network's initialisation (stored in the release).
+        chunk_size: records per vmapped Jacobian chunk (memory only; no effect on values).
+    """
+
+    width: int = 64
+    depth: int = 1
+    n_outputs: int = 1
+    activation: str = "relu"
+    seed: int = 0
+    chunk_size: int = 256
+
+    def __post_init__(self):
+        for name in ("width", "depth", "n_outputs", "chunk_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise MMGenError(f"`{name}` must be a positive integer. Got {v!r}.")
+        if self.activation not in _ACTIVATIONS:
+            raise MMGenError(f"`activation` must be one of {sorted(_ACTIVATIONS)}. Got {self.activation!r}.")
+
+
+def _network(d: int, cfg: NTKConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    fan_in = d
+    for _ in range(cfg.depth):
+        layers += [nn.Linear(fan_in, cfg.width), _ACTIVATIONS[cfg.activation]()]
+        fan_in = cfg.width
+    layers.append(nn.Linear(fan_in, cfg.n_outputs))
+    return nn.Sequential(*layers)
+
+
+@register
+class NTKFeatures(FeatureMap):
+    """Per-record parameter gradients of a random network, normalised to norm 1 (DP-NTK).
+
+    Attributes:
+        network_ (nn.Sequential): the randomly initialised network (public; seeded).
+    """
+
+    name = "ntk"
+    Config = NTKConfig
+    max_norm = 1.0
+
+    def __init__(self, config: NTKConfig | None = None, **options):
+        super().__init__(config if config is not None else NTKConfig.from_dict(options))
+
+    def _setup(self) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.config.seed))
+            net = _network(self.input_dim, self.config)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.network_ = net
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.n_outputs * sum(p.numel() for p in self.network_.parameters())
+
+    def jacobian(self, u: torch.Tensor) -> torch.Tensor:
+        """The unnormalised per-record Jacobian ``∂f_θ(u_i)/∂θ``, flattened.
+
+        Args:
+            u ((N, d) Tensor): inputs already mapped to [−1, 1].
+
+        Returns:
+            (N, n_outputs · P) Tensor, output-major (row o holds ∂f_o/∂θ in ``named_parameters`` order).
+        """
+        from torch.func import functional_call, jacrev, vmap
+
+        params = {k: v.detach() for k, v in self.network_.named_parameters()}
+
+        def f(p, xi):  # one record (d,) -> (n_outputs,)
+            return functional_call(self.network_, p, (xi[None],))[0]
+
+        jac = vmap(jacrev(f), in_dims=(None, 0), chunk_size=self.config.chunk_size)(params, u)
+        # each value (N, n_outputs, *param.shape) -> (N, n_outputs, numel), concatenated over parameters
+        return torch.cat([j.reshape(len(u), self.config.n_outputs, -1) for j in jac.values()], dim=2).reshape(len(u), -1)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = self.bounds_
+        dtype = next(self.network_.parameters()).dtype
+        u = (2.0 * x.to(dtype) - (low + high)) / (high - low)
+        g = self.jacobian(u)
+        # ‖g‖ ≥ sqrt(n_outputs) (last-layer bias); the clamp only guards rounding
+        return g / g.norm(dim=1, keepdim=True).clamp(min=1e-12)
