@@ -27,7 +27,7 @@ import math
 import torch
 
 from ..config import Config
-from ..errors import MMGenError
+from ..errors import DataError, MMGenError
 from .base import FeatureMap, register
 
 __all__ = ["RFFConfig", "RandomFourierFeatures", "DEFAULT_BANDWIDTH_SCALE"]
@@ -105,3 +105,27 @@ class RandomFourierFeatures(FeatureMap):
         self._check_setup()
         x = x.reshape(len(x), -1).to(self.weights_.dtype)
         return rff_class_sums(x, self.weights_, y, n_classes, backend=self.config.backend)
+
+    def matching_loss(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The matching loss of :meth:`FeatureMap.matching_loss`, via :func:`mmgen.kernels.rff_matching_loss`.
+
+        Uses ``config.backend``: the torch reference gives the same value and
+        gradients as the base implementation; Triton runs the fused kernels.
+
+        Args:
+            x ((B, *input_shape) Tensor): generated records.
+            y ((B,) Tensor): their int64 labels.
+            targets ((C, D) Tensor): the released class-wise mean embeddings.
+
+        Returns:
+            A scalar tensor.
+        """
+        from mmgen.kernels import rff_matching_loss
+
+        self._check_setup()
+        if tuple(x.shape[1:]) != self.input_shape_:
+            raise DataError(
+                f"Expected x of shape (N, {', '.join(map(str, self.input_shape_))}). Got {tuple(x.shape)}."
+            )
+        x = x.reshape(len(x), -1).to(self.weights_.dtype)
+        return rff_matching_loss(x, self.weights_, y, targets.to(self.weights_.dtype), backend=self.config.backend)

@@ -1,0 +1,170 @@
+"""A release computed across several processes with ``torch.distributed``.
+
+Each rank r holds a disjoint shard of the private records and computes the
+exact class-conditional sums of its shard with :func:`mmgen.release.accumulate`:
+
+    S_k^{(r)}[c] = Σ_{i ∈ shard r, y_i = c} φ_k(x_i),      n^{(r)}_c = #{i ∈ shard r : y_i = c}
+
+One all-reduce (SUM) of the float64 vector ``[S_0, …, S_K, n]`` gives every
+rank ``S_k = Σ_r S_k^{(r)}`` and ``n = Σ_r n^{(r)}``, the sums one process
+would get over the whole data up to floating-point summation order. Rank 0
+alone then calls :func:`mmgen.release.finalize`, which adds the Gaussian noise
+once: the mechanism, its sensitivity and (ε, δ) are exactly those of
+:func:`mmgen.release.release` on the union of the shards.
+
+Trust boundary: the un-noised per-shard sums travel between the ranks and
+rank 0 sees the un-noised totals. Run it only where every process may read the
+private data (one organisation's GPUs or nodes); it is not a federated
+protocol between distrusting parties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from .data.base import as_batches
+from .errors import DataError, MMGenError, PrivacyError
+from .features import FeatureMap
+from .privacy import check_epsilon_delta, check_neighbouring, split_noise_multipliers
+from .release import DEFAULT_COUNT_WEIGHT, Release, _feature_maps, accumulate, finalize
+
+__all__ = ["release_distributed"]
+
+
+def _collective_device(group) -> torch.device:
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _check_same_everywhere(config: dict, group, device: torch.device) -> None:
+    """Raises on every rank if the public configuration differs between ranks."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).digest()
+    mine = torch.tensor(list(digest), dtype=torch.int64, device=device)
+    first = mine.clone()
+    dist.broadcast(first, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    same = torch.tensor([int(torch.equal(mine, first))], dtype=torch.int64, device=device)
+    dist.all_reduce(same, op=dist.ReduceOp.MIN, group=group)
+    if not int(same.item()):
+        raise MMGenError(
+            "release_distributed: the ranks were called with different public settings (features, seeds, "
+            "ε, δ, classes, shape, bounds or neighbouring relation); every rank must pass the same ones."
+        )
+
+
+def release_distributed(
+    x: torch.Tensor | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    y: torch.Tensor | None = None,
+    features: str | FeatureMap | Sequence[str | FeatureMap] = "rff",
+    *,
+    epsilon: float,
+    delta: float,
+    n_classes: int,
+    input_shape: Sequence[int] | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    neighbouring: str = "add-remove",
+    budget_split: Sequence[float] | None = None,
+    count_weight: float = DEFAULT_COUNT_WEIGHT,
+    clip: bool = False,
+    batch_size: int = 4096,
+    noise_seed: int | None = None,
+    data_name: str | None = None,
+    path: str | os.PathLike | None = None,
+    group: dist.ProcessGroup | None = None,
+) -> Release | None:
+    """Makes one (ε, δ)-DP release from data sharded over the ranks of a process group.
+
+    Call it on every rank of ``group`` (default: the world) with that rank's
+    shard and the *same* public settings; the arguments mean what they mean in
+    :func:`mmgen.release.release`. The shards must be disjoint: a record
+    present on two ranks counts twice and breaks the sensitivity bound.
+
+    Args:
+        x ((N_r, *input_shape) Tensor or iterable of (x, y) batches): this rank's shard (may be empty).
+        y ((N_r,) Tensor): this rank's labels in ``[0, n_classes)``.
+        features: feature-map name(s) or instances, identical on every rank
+            (instances are placed where their buffers are, e.g. this rank's GPU).
+        epsilon, delta: the privacy budget of the whole release.
+        n_classes: the declared (public) number of classes.
+        input_shape: shape of one record (default ``x.shape[1:]``; required for iterables).
+        bounds: the declared public domain ``(low, high)``.
+        neighbouring: ``"add-remove"`` or ``"replace-one"``.
+        budget_split: shares of μ² per statistic (default equal).
+        count_weight: b, the weight of the count coordinate.
+        clip: clip values into the domain instead of refusing them.
+        batch_size: records per batch when ``x`` is a tensor.
+        noise_seed: reproducible noise for tests (used by rank 0 only; the
+            release is then marked unfit for publication).
+        data_name: a public name of the data recorded in the schema.
+        path: if given, rank 0 writes the release there (atomically).
+        group: the process group (``torch.distributed`` must be initialised).
+
+    Returns:
+        The :class:`~mmgen.release.Release` on rank 0 of ``group``; ``None`` on
+        every other rank (they never see noisy or exact totals beyond the all-reduce).
+
+    Raises:
+        MMGenError: ``torch.distributed`` is not initialised, or the ranks disagree on the settings.
+        DataError: bad data on some rank (that rank raises; the others then
+            block in the collective, so validate shards first), or no records at all.
+        PrivacyError: bad ε, δ, relation or budget split.
+    """
+    if not dist.is_available() or not dist.is_initialized():
+        raise MMGenError("release_distributed needs torch.distributed initialised (e.g. run under torchrun). "
+                         "For one process use mmgen.release.")  # fmt: skip
+    check_epsilon_delta(epsilon, delta)
+    check_neighbouring(neighbouring)
+    if not (0 < count_weight < 1):
+        raise PrivacyError(f"`count_weight` must be in (0, 1). Got {count_weight!r}.")
+    if not isinstance(n_classes, int) or n_classes < 1:
+        raise DataError(f"`n_classes` must be a positive integer. Got {n_classes!r}.")
+    if isinstance(x, torch.Tensor):
+        if y is None:
+            raise DataError("Labels `y` are required with a tensor `x`.")
+        input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
+    elif input_shape is None:
+        raise DataError("`input_shape` is required when the data is an iterable of batches.")
+    input_shape = tuple(int(s) for s in input_shape)
+    bounds = (float(bounds[0]), float(bounds[1]))
+    fmaps = _feature_maps(features, input_shape, bounds)
+    shares = [1.0] * len(fmaps) if budget_split is None else [float(w) for w in budget_split]
+    if len(shares) != len(fmaps):
+        raise PrivacyError(f"`budget_split` needs one weight per statistic ({len(fmaps)}). Got {len(shares)}.")
+    split_noise_multipliers(epsilon, delta, shares)
+
+    device = _collective_device(group)
+    schema = {"name": data_name, "input_shape": list(input_shape), "n_classes": n_classes,
+              "low": bounds[0], "high": bounds[1], "clip": bool(clip)}  # fmt: skip
+    public = {"features": [f.spec() for f in fmaps], "epsilon": float(epsilon), "delta": float(delta),
+              "neighbouring": neighbouring, "budget_split": shares, "count_weight": float(count_weight),
+              "schema": schema, "noise_seed": noise_seed}  # fmt: skip
+    _check_same_everywhere(public, group, device)
+
+    batches = as_batches((x, y) if isinstance(x, torch.Tensor) else x, batch_size)
+    sums, counts = accumulate(batches, fmaps, n_classes, input_shape, bounds, clip=clip)
+    flat = torch.cat([s.reshape(-1) for s in sums] + [counts]).to(device)  # float64: Σ_k C·D_k + C
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)  # the one exchange of private (exact) sums
+    flat = flat.cpu()
+    if float(flat[-n_classes:].sum()) == 0:
+        raise DataError("The data is empty on every rank: a release needs at least one record.")
+    if dist.get_rank(group) != 0:
+        return None
+    total, offset = [], 0
+    for s in sums:
+        total.append(flat[offset : offset + s.numel()].view_as(s))
+        offset += s.numel()
+    rel = finalize(
+        total, flat[offset:], fmaps, epsilon=epsilon, delta=delta, neighbouring=neighbouring, budget_split=shares,
+        count_weight=count_weight, noise_seed=noise_seed, schema=schema,
+    )  # fmt: skip
+    rel.metadata["distributed"] = {"world_size": dist.get_world_size(group), "backend": str(dist.get_backend(group))}
+    if path is not None:
+        rel.save(Path(path))
+    return rel
