@@ -19,6 +19,7 @@ quantity computed from the data without noise is recorded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -169,6 +170,10 @@ class Release:
         stat = self.statistics[0] if name is None else self.statistic(name)
         return from_spec(stat.feature_spec)
 
+    def content_hash(self) -> str:
+        """The SHA-256 content hash the file of this release carries (computed, not read)."""
+        return content_hash(self.metadata, self._tensors())
+
     def summary(self) -> dict:
         """The metadata with each statistic's header (what ``mmgen inspect --json`` prints)."""
         return self.metadata
@@ -204,20 +209,27 @@ class Release:
         """
         tensors, header = read_safetensors_checked(path, FORMAT, FORMAT_VERSION)
         stats = []
-        for s in header["statistics"]:
-            try:
+        try:  # a file can carry a matching hash and still be malformed (the hash is no signature)
+            for key in ("privacy", "data"):
+                if not isinstance(header[key], dict):
+                    raise TypeError(key)
+            for s in header["statistics"]:
                 sums = tensors[f"{s['name']}.sums"]
                 counts = tensors.get(f"{s['name']}.counts")
-            except KeyError:
-                raise FormatError(f"{path}: statistic {s['name']!r} has no tensor.") from None
-            stats.append(
-                Statistic(
-                    name=s["name"], feature_spec=s["features"], sums=sums, counts=counts,
-                    feature_weight=s["feature_weight"], count_weight=s["count_weight"],
-                    noise_multiplier=s["noise_multiplier"], sensitivity=s["sensitivity"],
-                    budget_share=s["budget_share"],
-                )  # fmt: skip
-            )
+                if sums.ndim != 2 or list(sums.shape) != list(s["shape"]) or (counts is not None and counts.shape != sums.shape[:1]):
+                    raise FormatError(f"{path}: statistic {s['name']!r} has tensors of the wrong shape.")
+                stats.append(
+                    Statistic(
+                        name=s["name"], feature_spec=s["features"], sums=sums, counts=counts,
+                        feature_weight=s["feature_weight"], count_weight=s["count_weight"],
+                        noise_multiplier=s["noise_multiplier"], sensitivity=s["sensitivity"],
+                        budget_share=s["budget_share"],
+                    )  # fmt: skip
+                )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"{path} is not a well-formed mmgen release (missing or malformed {exc}).") from None
+        if not stats:
+            raise FormatError(f"{path} is not a well-formed mmgen release (no statistics).")
         return cls(statistics=tuple(stats), metadata=header)
 
 
@@ -228,7 +240,7 @@ def content_hash(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].contiguous().cpu()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -237,6 +249,8 @@ def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.T
     from safetensors.torch import save
 
     path = Path(path)
+    if path.is_dir():
+        raise MMGenError(f"{path} is a folder; give the name of a file to write.")
     path.parent.mkdir(parents=True, exist_ok=True)
     data = save(tensors, metadata=metadata)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -266,7 +280,10 @@ def read_safetensors_checked(path: str | os.PathLike, kind: str, version: int) -
         raise FormatError(f"{path} is not an mmgen {what} (file too short; truncated?).")
     (n,) = struct.unpack("<Q", data[:8])
     if n > len(data) - 8:
-        raise FormatError(f"{path} is truncated: its header says {n} bytes, the file has {len(data) - 8} after the length.")
+        raise FormatError(
+            f"{path} is not an mmgen {what} or is truncated: its header length says {n} bytes, "
+            f"the file has {len(data) - 8} after the length."
+        )
     try:
         header = json.loads(data[8 : 8 + n])
         meta = json.loads(header["__metadata__"]["mmgen"])
@@ -301,15 +318,20 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor, shape, n_classes: int, low: f
         raise DataError(f"y must be a 1-d integer tensor. Got {y.dtype} of shape {tuple(y.shape)}.")
     if len(x) != len(y):
         raise DataError(f"x has {len(x)} records but y has {len(y)} labels.")
-    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
-    if bad.any():
-        raise DataError(f"x holds NaN or inf (first at record {offset + int(bad.nonzero()[0])}); clean the data first.")
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise DataError(f"labels must be in [0, {n_classes}) (the declared classes); some are outside.")
+    if not x.numel():
+        return x, y.long()
+    # One pass in the common case: min and max propagate NaN and show inf or out-of-domain values;
+    # the slower per-record searches run only to word an error.
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+        raise DataError(f"x holds NaN or inf (first at record {offset + int(bad.nonzero()[0])}); clean the data first.")
     if clip:
         return x.clamp(low, high), y.long()
-    out = (x < low) | (x > high)
-    if out.any():
+    if lo < low or hi > high:
+        out = (x < low) | (x > high)
         first = offset + int(out.reshape(len(x), -1).any(dim=1).nonzero()[0])
         raise DataError(
             f"x has values outside the declared domain [{low}, {high}] (first at record {first}). "
@@ -383,9 +405,17 @@ def release(
         bounds = (ds.low, ds.high) if bounds is None else bounds
         data_name = data_name or ds.name
     bounds = (0.0, 1.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"`batch_size` must be a positive integer. Got {batch_size!r}.")
+    if type(x).__module__ == "numpy" or type(y).__module__ == "numpy":
+        raise DataError("`x` and `y` must be torch tensors (use torch.from_numpy). Got numpy arrays.")
     if isinstance(x, torch.Tensor):
-        if y is None:
-            raise DataError("Labels `y` are required with a tensor `x`.")
+        if not isinstance(y, torch.Tensor):
+            raise DataError(f"Labels `y` must be a tensor with a tensor `x`. Got {type(y).__name__}.")
+        if x.ndim < 2:
+            raise DataError(f"x must be (N, *input_shape) with at least 2 dimensions. Got shape {tuple(x.shape)}.")
+        if y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"y must be (N,) with one label per record: x has shape {tuple(x.shape)}, y {tuple(y.shape)}.")
         input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
     elif input_shape is None:
         raise DataError("`input_shape` is required when the data is an iterable of batches.")
@@ -437,20 +467,23 @@ def accumulate(
     counts = torch.zeros(n_classes, dtype=torch.float64)
     seen = 0
     bar = _progress(progress, total)
-    with torch.no_grad():
-        for xb, yb in batches:
-            xb, yb = _check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
-            if not len(yb):
-                continue
-            for acc, f in zip(sums, fmaps):
-                device = _device_of(f)
-                acc += f.class_sums(xb.to(device), yb.to(device), n_classes).to(torch.float64).cpu()
-            counts += torch.bincount(yb.cpu(), minlength=n_classes).to(torch.float64)
-            seen += len(yb)
-            if bar is not None:
-                bar.update(len(yb))
-    if bar is not None:
-        bar.close()
+    try:
+        with torch.no_grad(), _closing(bar):
+            for xb, yb in batches:
+                xb, yb = _check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
+                if not len(yb):
+                    continue
+                for acc, f in zip(sums, fmaps):
+                    device = _device_of(f)
+                    acc += f.class_sums(xb.to(device), yb.to(device), n_classes).to(torch.float64).cpu()
+                counts += torch.bincount(yb.cpu(), minlength=n_classes).to(torch.float64)
+                seen += len(yb)
+                if bar is not None:
+                    bar.update(len(yb))
+    finally:
+        from mmgen.kernels.rff import clear_workspace
+
+        clear_workspace()  # the kernels' reused buffer holds features of the last private chunk
     return sums, counts
 
 
@@ -551,6 +584,16 @@ def _device_of(f: FeatureMap) -> torch.device:
     for t in list(f.parameters()) + list(f.buffers()):
         return t.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _closing(bar):
+    """Closes a progress bar on the way out, also on an error (so an error message starts a fresh line)."""
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _progress(enabled: bool, total: int | None):
