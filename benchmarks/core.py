@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -55,16 +54,20 @@ def run_pipeline(data: str, epsilon: float, neighbouring: str, *, n_features: in
 
 
 RELEASE_PROBE = """
-import resource, sys, time, json, torch
+import sys, time, json, torch
 import mmgen
 torch.set_num_threads({threads})
 ds = mmgen.data.load("fashion-mnist")
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # this process's own peak RSS in MiB (ru_maxrss would include the parent's at fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+base = hwm()
 t0 = time.perf_counter()
 rel = mmgen.release(ds, features=mmgen.features.create("rff", n_features={d}), epsilon=1.0, delta=1e-5)
 t = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"seconds": t, "peak_rss_mib": peak / 1024, "rss_before_release_mib": base / 1024,
+peak = hwm()
+print(json.dumps({{"seconds": t, "peak_rss_mib": peak, "rss_before_release_mib": base,
                    "n": len(ds.y_train), "n_features": {d}}}))
 """
 

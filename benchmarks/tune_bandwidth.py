@@ -45,7 +45,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(out.read_text()) if out.exists() else []
-    old = [r for r in old if not (r["data"] == args.data and r["epsilon"] == args.epsilon)]
+    scales = {r["bandwidth_scale"] for r in rows}
+    old = [r for r in old if not (r["data"] == args.data and r["epsilon"] == args.epsilon and r["bandwidth_scale"] in scales)]
     out.write_text(json.dumps(old + rows, indent=2) + "\n")
 
 

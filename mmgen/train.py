@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 
 from .config import Config
-from .errors import MMGenError
+from .errors import FormatError, MMGenError
 from .generators import Generator, GeneratorConfig, create_generator, for_release
 from .release import Release, read_safetensors_checked, write_safetensors_atomic, content_hash
 
@@ -140,24 +140,28 @@ class Trained:
     def load(cls, path: str | os.PathLike) -> "Trained":
         """Reads and verifies a checkpoint (never unpickles)."""
         tensors, meta = read_safetensors_checked(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
-        generator = create_generator(GeneratorConfig.from_dict(meta["generator"]))
-        state = {k[len("generator.") :]: v for k, v in tensors.items() if k.startswith("generator.")}
-        generator.load_state_dict(state)
+        try:  # a matching hash proves integrity, not well-formedness: check the contents too
+            generator = create_generator(GeneratorConfig.from_dict(meta["generator"]))
+            state = {k[len("generator.") :]: v for k, v in tensors.items() if k.startswith("generator.")}
+            generator.load_state_dict(state)
+            optimizer_state = None
+            if meta.get("optimizer_param_groups") is not None:
+                per_param: dict[int, dict] = {}
+                for key, value in tensors.items():
+                    if key.startswith("optim."):
+                        _, idx, name = key.split(".", 2)
+                        per_param.setdefault(int(idx), {})[name] = value
+                optimizer_state = {"state": per_param, "param_groups": meta["optimizer_param_groups"]}
+            trained = cls(
+                generator=generator, train_config=TrainConfig.from_dict(meta["train"]), release_info=meta["release"],
+                class_proportions=tensors["class_proportions"], losses=list(meta["losses"]),
+                epochs_done=int(meta.get("epochs_done", len(meta["losses"]))), optimizer_state=optimizer_state,
+                rng_state=tensors.get("rng_state"),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise FormatError(f"{path} is not a well-formed mmgen checkpoint ({type(exc).__name__}: {exc}).") from None
         generator.eval()
-        optimizer_state = None
-        if meta.get("optimizer_param_groups") is not None:
-            per_param: dict[int, dict] = {}
-            for key, value in tensors.items():
-                if key.startswith("optim."):
-                    _, idx, name = key.split(".", 2)
-                    per_param.setdefault(int(idx), {})[name] = value
-            optimizer_state = {"state": per_param, "param_groups": meta["optimizer_param_groups"]}
-        return cls(
-            generator=generator, train_config=TrainConfig.from_dict(meta["train"]), release_info=meta["release"],
-            class_proportions=tensors["class_proportions"], losses=list(meta["losses"]),
-            epochs_done=int(meta.get("epochs_done", len(meta["losses"]))), optimizer_state=optimizer_state,
-            rng_state=tensors.get("rng_state"),
-        )  # fmt: skip
+        return trained
 
 
 def _release_info(rel: Release) -> dict:

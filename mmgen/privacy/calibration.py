@@ -17,6 +17,7 @@ Gaussian routines; no accountant is written here.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import dp_accounting
@@ -38,9 +39,13 @@ __all__ = [
 def check_epsilon_delta(epsilon: float, delta: float) -> None:
     """Raises PrivacyError unless ``ε > 0`` (finite) and ``0 < δ < 1``."""
     problems = []
-    if not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon <= 0:
+
+    def number(v) -> bool:  # Python and NumPy reals; not bools
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    if not number(epsilon) or not math.isfinite(epsilon) or epsilon <= 0:
         problems.append(f"`epsilon` must be a finite number > 0. Got {epsilon!r}.")
-    if not isinstance(delta, (int, float)) or not (0 < delta < 1):
+    if not number(delta) or not (0 < delta < 1):
         problems.append(f"`delta` must be in (0, 1). Got {delta!r}.")
     if problems:
         raise PrivacyError(" ".join(problems))
@@ -59,6 +64,7 @@ def noise_multiplier_for(epsilon: float, delta: float) -> float:
         3.7306
     """
     check_epsilon_delta(epsilon, delta)
+    epsilon, delta = float(epsilon), float(delta)
     sigma = dp_accounting.get_sigma_gaussian(epsilon, delta)
     # The search returns a bracket end within 1e-12; make sure we sit on the safe side.
     while delta_for(sigma, epsilon) > delta:
