@@ -1,4 +1,4 @@
-"""The ``mmgen`` command: release, inspect, fit, sample, evaluate, demo.
+"""The ``mmgen`` command: release, inspect, fit, sample, evaluate, plot, demo, audit, features.
 
 Every user error (an :class:`~mmgen.errors.MMGenError`) is printed as one
 line, ``mmgen: error: ...``, with exit status 2 and no traceback.
@@ -20,7 +20,16 @@ def _add_release(sub):
         "Reads the data once and writes an (epsilon, delta)-DP release of its class-conditional "
         "mean embeddings (safetensors + JSON metadata)."))  # fmt: skip
     p.add_argument("--data", required=True, help="digits | fashion-mnist[:FOLDER] | idx:FOLDER | npz:FILE")
-    p.add_argument("--features", default="rff", help="feature map name (see `mmgen features`); default rff")
+    p.add_argument("--features", default="rff", help=(
+        "feature maps, comma-separated (see `mmgen features`); bundles expand to several statistics: "
+        "hermite = hermite + hermite-product (two kernels), perceptual = first + second moment; "
+        "e.g. rff,perceptual. Default rff"))  # fmt: skip
+    p.add_argument("--budget-split", default=None, help=(
+        "weights of the budget (shares of mu^2) per statistic, comma-separated, e.g. 1,2; "
+        "default: each bundle's default (equal)"))  # fmt: skip
+    p.add_argument("--feature-option", action="append", default=[], metavar="[MAP.]KEY=VALUE", help=(
+        "a feature-map option, repeatable, e.g. hermite.order=30 or image_size=32 (without MAP: every "
+        "map that has KEY); VALUE is read as JSON when it parses, else as a string"))  # fmt: skip
     p.add_argument("--n-features", type=int, default=None, help="D, the number of features (rff: default 10000)")
     p.add_argument("--bandwidth", type=float, default=None, help="rff kernel length-scale (default: data-independent rule)")
     p.add_argument("--epsilon", type=float, required=True, help="privacy budget epsilon (> 0)")
@@ -43,13 +52,16 @@ def _add_fit(sub):
         "Trains a class-conditional generator to match a release's mean embeddings (no privacy cost)."))  # fmt: skip
     p.add_argument("file", help="release file")
     p.add_argument("--out", required=True, help="checkpoint file to write")
-    p.add_argument("--generator", default="conv", choices=["conv", "mlp"])
+    p.add_argument("--generator", default="conv", choices=["conv", "mlp", "resnet"])
+    p.add_argument("--statistic-weights", default=None, help="loss weight per statistic, comma-separated (default 1 each)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from the checkpoint at --out (same result as an uninterrupted run)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -64,11 +76,32 @@ def _add_sample(sub):
 
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="downstream accuracy of synthetic data on a real test split", description=(
-        "Trains logistic regression and an MLP on the synthetic data and tests them on the real test split."))  # fmt: skip
+    p = sub.add_parser("evaluate", help="utility and fidelity of synthetic data against a real test split", description=(
+        "Scores synthetic records against the real test split: classifiers trained (and selected) on the "
+        "synthetic data and tested once on the real data, and distances between the two samples."))  # fmt: skip
     p.add_argument("samples", help=".npz with x, y")
     p.add_argument("--data", required=True, help="data spec whose test split is used")
+    p.add_argument("--metrics", default="lr,mlp", help=(
+        "comma-separated: lr (logistic regression), mlp, cnn, fd (FD-EfficientNetLite0), prdc "
+        "(precision/recall/density/coverage), mmd (Gaussian MMD^2), sinkhorn, or all; default lr,mlp"))  # fmt: skip
+    p.add_argument("--max-samples", type=int, default=2000,
+                   help="records per side for fd, prdc, mmd and sinkhorn (default 2000)")  # fmt: skip
+    p.add_argument("--checkpoint", default=None,
+                   help="the generator checkpoint the samples came from: records its epsilon, delta and features")  # fmt: skip
+    p.add_argument("--label", default=None, help="method name in the report (default: the checkpoint's statistics)")
+    p.add_argument("--grid", default=None, help="also write a PNG grid of the samples, one row per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the classifiers and subsamples")
     p.add_argument("--out", default=None, help="JSON report to write")
+
+
+def _add_plot(sub):
+    p = sub.add_parser("plot", help="accuracy against epsilon from several reports", description=(
+        "Plots downstream accuracy against epsilon from `mmgen evaluate --checkpoint` reports or benchmark "
+        "result files; reports with the same method and epsilon are averaged (error bar: std)."))  # fmt: skip
+    p.add_argument("reports", nargs="+", help="JSON reports")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--metrics", default="logistic_regression,mlp,cnn", help="accuracy keys, one panel each")
+    p.add_argument("--title", default=None)
 
 
 def _add_demo(sub):
@@ -83,24 +116,65 @@ def _add_demo(sub):
     p.add_argument("--quiet", action="store_true")
 
 
+def _add_audit(sub):
+    p = sub.add_parser("audit", help="empirical privacy audit: a lower bound on epsilon", description=(
+        "Simulates many releases of a configuration on neighbouring data sets (with and without a "
+        "canary record), runs the likelihood-ratio test and reports a Clopper-Pearson lower bound on "
+        "epsilon beside the claimed one. Run it on public data: its report is not private."))  # fmt: skip
+    p.add_argument("--features", default="rff", help="feature map or statistics spec (default rff)")
+    p.add_argument("--n-features", type=int, default=None, help="D for maps that take n_features (default: the map's)")
+    p.add_argument("--epsilon", type=float, required=True, help="claimed epsilon (> 0)")
+    p.add_argument("--delta", type=float, default=1e-5, help="claimed delta in (0, 1); default 1e-5")
+    p.add_argument("--neighbouring", default="add-remove", choices=["add-remove", "replace-one"])
+    p.add_argument("--data", default="digits", help="public data set D (default digits)")
+    p.add_argument("--n-records", type=int, default=500, help="records of D (default 500)")
+    p.add_argument("--trials", type=int, default=200_000, help="simulated releases per side (default 200000)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence of the bound (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="public seed of the feature map and the canary candidates")
+    p.add_argument("--out", default=None, help="JSON report to write")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmgen", description="Differentially private synthetic data by moment matching.")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"mmgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_release, _add_inspect, _add_fit, _add_sample, _add_evaluate, _add_demo):
+    for add in (_add_release, _add_inspect, _add_fit, _add_sample, _add_evaluate, _add_plot, _add_demo, _add_audit):
         add(sub)
     sub.add_parser("features", help="list the registered feature maps", description="Lists the feature maps.")
     return parser
 
 
+def _floats(text: str, what: str) -> list[float]:
+    from .errors import MMGenError
+
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise MMGenError(f"`{what}` must be comma-separated numbers, e.g. 1,2. Got {text!r}.") from None
+
+
 def _feature_options(args) -> dict:
-    opts = {"seed": args.seed}
+    """Options per feature-map name (``"*"``: every map that has the field), for ``features.statistics``."""
+    from .errors import MMGenError
+
+    shared: dict = {"seed": args.seed}
     if args.n_features is not None:
-        opts["n_features"] = args.n_features
+        shared["n_features"] = args.n_features
     if args.bandwidth is not None:
-        opts["bandwidth"] = args.bandwidth
+        shared["bandwidth"] = args.bandwidth
+    opts: dict = {"*": shared}
+    for item in args.feature_option:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise MMGenError(f"`--feature-option` must look like [MAP.]KEY=VALUE. Got {item!r}.")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        name, dot, field = key.rpartition(".")
+        opts.setdefault(name if dot else "*", {})[field] = value
     return opts
 
 
@@ -108,13 +182,22 @@ def cmd_release(args) -> None:
     import mmgen
 
     ds = mmgen.data.load(args.data)
-    fmap = mmgen.features.create(args.features, **_feature_options(args))
+    options = _feature_options(args)
+    from .features.bundles import expand
+
+    has_seed = ["seed" in mmgen.features.get_class(m).Config.__dataclass_fields__ for m, _, _ in expand(args.features)]
+    if not any(has_seed):
+        options["*"].pop("seed")  # --seed has a default; only an explicit option must find a taker
+    fmaps = mmgen.features.statistics(args.features, options=options)
+    split = (_floats(args.budget_split, "--budget-split") if args.budget_split
+             else mmgen.features.default_budget_split(args.features))  # fmt: skip
     t0 = time.perf_counter()
-    rel = mmgen.release(ds, features=fmap, epsilon=args.epsilon, delta=args.delta,
+    rel = mmgen.release(ds, features=fmaps, epsilon=args.epsilon, delta=args.delta, budget_split=split,
                         neighbouring=args.neighbouring, clip=args.clip, progress=True)  # fmt: skip
     path = rel.save(args.out)
+    stds = ", ".join(f"{s.name} {s.noise_std:.4g}" for s in rel.statistics)
     print(f"wrote {path}: epsilon={rel.epsilon:g}, delta={rel.delta:g}, {rel.neighbouring}, "
-          f"noise std {rel.statistics[0].noise_std:.4g} per coordinate ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
+          f"noise std per coordinate: {stds} ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
 
 
 def format_release(rel) -> str:
@@ -153,9 +236,17 @@ def cmd_fit(args) -> None:
     from .train import TrainConfig, fit
 
     rel = Release.load(args.file)
+    weights = tuple(_floats(args.statistic_weights, "--statistic-weights")) if args.statistic_weights else None
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                      lr=args.lr, seed=args.seed, device=args.device)  # fmt: skip
-    trained = fit(args.generator, rel, cfg, progress=not args.quiet, checkpoint=args.out)
+                      lr=args.lr, seed=args.seed, device=args.device, statistic_weights=weights)  # fmt: skip
+    resume = None
+    if args.resume:
+        if not Path(args.out).is_file():
+            from .errors import MMGenError
+
+            raise MMGenError(f"--resume: no checkpoint at {args.out} to continue from.")
+        resume = args.out
+    trained = fit(args.generator, rel, cfg, progress=not args.quiet, checkpoint=args.out, resume=resume)
     trained.save(args.out)
     print(f"wrote {args.out}: final loss {trained.losses[-1]:.4g}")
 
@@ -187,22 +278,54 @@ def cmd_evaluate(args) -> None:
 
     import mmgen
 
-    from .errors import DataError
-    from .evaluate import downstream_accuracy
+    from .errors import DataError, MMGenError
+    from .evaluate import evaluate, parse_metrics
+    from .evaluate.fidelity import FD_NAME, PRDC_NAME
 
+    metrics = parse_metrics(args.metrics)
+    if args.max_samples < 10:
+        raise MMGenError(f"`--max-samples` must be ≥ 10. Got {args.max_samples}.")
     try:
-        arrays = np.load(args.samples, allow_pickle=False)
-        x, y = torch.from_numpy(arrays["x"]).float(), torch.from_numpy(arrays["y"]).long()
+        with np.load(args.samples, allow_pickle=False) as arrays:
+            x, y = torch.from_numpy(arrays["x"]).float(), torch.from_numpy(arrays["y"]).long()
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"Cannot read samples {args.samples} (need arrays x and y): {exc}") from None
     ds = mmgen.data.load(args.data)
-    report = {"samples": args.samples, "data": args.data, **downstream_accuracy(x, y, ds.x_test, ds.y_test)}
-    print(f"logistic regression {report['logistic_regression']:.4f}   mlp {report['mlp']:.4f}   "
-          f"({report['n_synthetic']} synthetic, {report['n_test']} real test records)")  # fmt: skip
+    report: dict = {"samples": args.samples, "data": args.data}
+    if args.checkpoint:
+        from .train import Trained
+
+        info = Trained.load(args.checkpoint).release_info
+        report.update(epsilon=info["privacy"]["epsilon"], delta=info["privacy"]["delta"],
+                      neighbouring=info["privacy"]["neighbouring"], checkpoint=args.checkpoint,
+                      method="+".join(s["name"] for s in info["statistics"]))  # fmt: skip
+    if args.label:
+        report["method"] = args.label
+    report.update(evaluate(x, y, ds, metrics=metrics, max_samples=args.max_samples, seed=args.seed))
+    parts = [f"{m} {report[m]:.4f}" for m in ("logistic_regression", "mlp", "cnn") if m in report]
+    parts += [f"{m} {report[m]:.4g}" for m in (FD_NAME, "MMD2-Gaussian", "Sinkhorn") if m in report]
+    if PRDC_NAME in report:
+        parts.append(" ".join(f"{k} {report[PRDC_NAME][k]:.3f}" for k in ("precision", "recall", "density", "coverage")))
+    print("   ".join(parts) + f"   ({report['n_synthetic']} synthetic, {report['n_test']} real test records)")
+    if args.grid:
+        from .evaluate.grid import save_sample_grid
+
+        save_sample_grid(x, y, args.grid, n_classes=ds.n_classes, low=ds.low, high=ds.high)
+        report["grid"] = args.grid
+        print(f"wrote {args.grid}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
+
+
+def cmd_plot(args) -> None:
+    from .evaluate.plots import load_reports, plot_accuracy_curve
+
+    reports = load_reports(args.reports)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    path = plot_accuracy_curve(reports, args.out, metrics=metrics, title=args.title)
+    print(f"wrote {path} ({len(reports)} reports)")
 
 
 def cmd_demo(args) -> None:
@@ -219,9 +342,29 @@ def cmd_features(args) -> None:
         print(f"{name:12s} {cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}")
 
 
+def cmd_audit(args) -> None:
+    from .audit import audit
+
+    from .features import BUNDLES, get_class
+
+    opts = {"seed": args.seed}
+    if "," not in args.features and args.features not in BUNDLES:  # a single map: pass only its fields
+        opts = {} if "seed" not in get_class(args.features).Config.__dataclass_fields__ else opts
+    if args.n_features is not None:
+        opts["n_features"] = args.n_features
+    result = audit(args.features, epsilon=args.epsilon, delta=args.delta, data=args.data, n_records=args.n_records,
+                   feature_options=opts, neighbouring=args.neighbouring, trials=args.trials,
+                   confidence=args.confidence, seed=args.seed)  # fmt: skip
+    print(result)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
 COMMANDS = {
     "release": cmd_release, "inspect": cmd_inspect, "fit": cmd_fit, "sample": cmd_sample,
-    "evaluate": cmd_evaluate, "demo": cmd_demo, "features": cmd_features,
+    "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "features": cmd_features, "audit": cmd_audit,
 }  # fmt: skip
 
 
@@ -236,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, TypeError) and "option" not in str(exc):
             raise
         print(f"mmgen: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written: one line, no traceback
+        print(f"mmgen: error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mmgen: interrupted", file=sys.stderr)
