@@ -36,11 +36,11 @@ DELTA = 1e-5
 
 # method -> statistics spec, options, generator, training sizes, release subsample (None: all 60,000)
 FULL = {
-    "rff": dict(spec="rff", options={"rff": {"n_features": 10000}}, generator="conv", steps=300, batch=250, n_release=None),
-    "hermite": dict(spec="hermite", options={}, generator="conv", steps=300, batch=250, n_release=None),
-    "ntk": dict(spec="ntk", options={"ntk": {"width": 64}}, generator="conv", steps=150, batch=200, n_release=None),
-    "perceptual": dict(spec="perceptual", options={"perceptual": {"image_size": 64}}, generator="conv",
-                       steps=60, batch=64, n_release=6000),
+    "rff": dict(spec="rff", options={"rff": {"n_features": 10000}}, generator="conv", width=32, steps=400, batch=200, n_release=None),
+    "hermite": dict(spec="hermite", options={}, generator="conv", width=32, steps=400, batch=200, n_release=None),
+    "ntk": dict(spec="ntk", options={"ntk": {"width": 64}}, generator="conv", width=32, steps=200, batch=100, n_release=None),
+    "perceptual": dict(spec="perceptual", options={"perceptual": {"image_size": 64}}, generator="conv", width=32,
+                       steps=100, batch=64, n_release=6000),
 }  # fmt: skip
 REFERENCES = [
     ("DP-HP (Vinaroz et al. 2022), mean over classifiers", "1", "0.66", ""),
@@ -77,7 +77,9 @@ def run(methods, quick: bool, seed: int = 0) -> dict:
                            "n_classes": ds.n_classes, "low": ds.low, "high": ds.high, "clip": False})  # fmt: skip
             t_release = t_acc + time.perf_counter() - t0
             t0 = time.perf_counter()
-            trained = mmgen.fit(cfg["generator"], rel, epochs=1, steps_per_epoch=cfg["steps"], batch_size=cfg["batch"],
+            torch.manual_seed(seed)
+            generator = mmgen.generators.for_release(rel, cfg["generator"], width=cfg.get("width", 64))
+            trained = mmgen.fit(generator, rel, epochs=1, steps_per_epoch=cfg["steps"], batch_size=cfg["batch"],
                                 lr=3e-3, lr_decay=1.0, seed=seed, progress=False)  # fmt: skip
             t_fit = time.perf_counter() - t0
             x, y = trained.sample(n_syn, seed=seed)
@@ -87,7 +89,7 @@ def run(methods, quick: bool, seed: int = 0) -> dict:
                 "budget_split": rel.metadata["privacy"]["budget_split"],
                 "noise_multipliers": rel.metadata["privacy"]["noise_multipliers"],
                 "output_dims": [s.sums.shape[1] for s in rel.statistics], "n_release_records": n_rel,
-                "generator": cfg["generator"], "fit_steps": cfg["steps"], "fit_batch": cfg["batch"],
+                "generator": f"{cfg['generator']}(width={cfg.get('width', 64)})", "fit_steps": cfg["steps"], "fit_batch": cfg["batch"],
                 "logistic_regression": acc["logistic_regression"], "mlp": acc["mlp"],
                 "mean": (acc["logistic_regression"] + acc["mlp"]) / 2,
                 "seconds": {"release": round(t_release, 1), "fit": round(t_fit, 1), "evaluate": acc["seconds"]},
