@@ -8,10 +8,11 @@ from pathlib import Path
 
 __all__ = ["run_demo", "DEMO_SETTINGS"]
 
-# Settings per data set (chosen on digits; Fashion-MNIST uses the same rule).
+# Settings per data set: digits' were chosen on digits; Fashion-MNIST's generator is sized for a
+# 2-core CPU (a width-32 conv generator, 600 steps of 200), not tuned on its test accuracy.
 DEMO_SETTINGS = {
-    "digits": {"n_features": 4000, "epochs": 10, "n_samples": 5000},
-    "fashion-mnist": {"n_features": 10000, "epochs": 10, "n_samples": 10000},
+    "digits": {"n_features": 4000, "epochs": 10, "n_samples": 5000, "width": 64, "batch_size": 500},
+    "fashion-mnist": {"n_features": 10000, "epochs": 6, "n_samples": 10000, "width": 32, "batch_size": 200},
 }
 
 
@@ -46,7 +47,11 @@ def run_demo(
     rel.save(out_dir / "release.mmgen")
     t_release = time.perf_counter() - t0
     t0 = time.perf_counter()
-    trained = mmgen.fit("conv", rel, epochs=epochs, seed=seed, progress=progress)
+    import torch
+
+    torch.manual_seed(seed)
+    generator = mmgen.generators.for_release(rel, "conv", width=settings["width"])
+    trained = mmgen.fit(generator, rel, epochs=epochs, batch_size=settings["batch_size"], seed=seed, progress=progress)
     trained.save(out_dir / "generator.ckpt")
     t_fit = time.perf_counter() - t0
     x, y = trained.sample(settings["n_samples"], seed=seed)
