@@ -184,13 +184,9 @@ def rff_matching_loss_reference(x: torch.Tensor, weights: torch.Tensor, y: torch
     Returns:
         A scalar tensor.
     """
-    phi = rff_features(x, weights)  # (B, 2F)
-    n_classes = targets.shape[0]
-    counts = torch.bincount(y, minlength=n_classes).to(phi.dtype)
-    sums = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device).index_add(0, y, phi)  # (C, D)
-    present = counts > 0
-    means = sums[present] / counts[present, None]
-    return ((means - targets[present]) ** 2).sum()
+    from mmgen.features.base import class_mean_matching_loss
+
+    return class_mean_matching_loss(rff_features(x, weights), y, targets)  # features (B, 2F)
 
 
 class _FusedMatchingLoss(torch.autograd.Function):

@@ -21,7 +21,7 @@ from torch import nn
 from ..config import Config
 from ..errors import DataError, MMGenError, NotFittedError
 
-__all__ = ["FeatureMap", "register", "create", "from_spec", "list_feature_maps"]
+__all__ = ["FeatureMap", "class_mean_matching_loss", "register", "create", "from_spec", "list_feature_maps"]
 
 
 class FeatureMap(nn.Module):
@@ -147,13 +147,7 @@ class FeatureMap(nn.Module):
         Returns:
             A scalar tensor.
         """
-        phi = self(x)
-        n_classes = targets.shape[0]
-        counts = torch.bincount(y, minlength=n_classes).to(phi.dtype)
-        sums = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device).index_add(0, y, phi)  # (C, D)
-        present = counts > 0
-        means = sums[present] / counts[present, None]
-        return ((means - targets[present]) ** 2).sum()
+        return class_mean_matching_loss(self(x), y, targets)
 
     # -- description ----------------------------------------------------------
     def spec(self) -> dict[str, Any]:
@@ -170,6 +164,22 @@ class FeatureMap(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
+
+
+def class_mean_matching_loss(phi: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``Σ_{c present} ‖targets_c − mean_{i: y_i = c} phi_i‖²`` (the spec of every matching loss).
+
+    Args:
+        phi ((B, D) Tensor): features of generated records.
+        y ((B,) Tensor): their int64 labels.
+        targets ((C, D) Tensor): the released class-wise mean embeddings.
+    """
+    n_classes = targets.shape[0]
+    counts = torch.bincount(y, minlength=n_classes).to(phi.dtype)
+    sums = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device).index_add(0, y, phi)  # (C, D)
+    present = counts > 0
+    means = sums[present] / counts[present, None]
+    return ((means - targets[present]) ** 2).sum()
 
 
 _REGISTRY: dict[str, type[FeatureMap]] = {}
