@@ -22,7 +22,8 @@ def _add_release(sub):
     p.add_argument("--data", required=True, help="digits | fashion-mnist[:FOLDER] | idx:FOLDER | npz:FILE")
     p.add_argument("--features", default="rff", help=(
         "feature maps, comma-separated (see `mmgen features`); bundles expand to several statistics: "
-        "hermite = hermite + hermite-product (two kernels), perceptual = first + second moment; "
+        "hermite = hermite + hermite-product (two kernels), perceptual = first + second moment, "
+        "perceptual-first = first moment only; "
         "e.g. rff,perceptual. Default rff"))  # fmt: skip
     p.add_argument("--budget-split", default=None, help=(
         "weights of the budget (shares of mu^2) per statistic, comma-separated, e.g. 1,2; "
@@ -337,9 +338,13 @@ def cmd_demo(args) -> None:
 def cmd_features(args) -> None:
     from . import features
 
+    print("feature maps (one statistic each):")
     for name in features.list():
         cls = features.get_class(name)
-        print(f"{name:12s} {cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {name:17s} {cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+    print("bundles (--features NAME expands to these statistics):")
+    for name, help_text in features.BUNDLE_HELP.items():
+        print(f"  {name:17s} {help_text}")
 
 
 def cmd_audit(args) -> None:

@@ -242,6 +242,35 @@ def test_perceptual_moments_share_one_forward_and_cache_is_invalidated():
     assert not torch.allclose(m1(x), p1)
 
 
+def test_perceptual_blocks_are_unit_per_layer_and_pooled_to_the_grid():
+    f = small("perceptual", layers=("blocks.1", "blocks.2"), grid=2)
+    # 32 px input: blocks.1 is 24 × 8 × 8 and blocks.2 is 40 × 4 × 4, each pooled to 2 × 2 cells
+    assert f.output_dim == 24 * 4 + 40 * 4
+    phi = f(torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(0)))
+    first, second = phi[:, : 24 * 4], phi[:, 24 * 4 :]
+    torch.testing.assert_close(first.norm(dim=1), torch.full((3,), 0.5**0.5), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(second.norm(dim=1), torch.full((3,), 0.5**0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_perceptual_early_stop_gives_the_same_blocks_as_a_full_forward():
+    x = torch.rand(4, *SHAPE, generator=torch.Generator().manual_seed(2))
+    stopped = small("perceptual", layers=("blocks.1", "blocks.3"))
+    full = small("perceptual", layers=("blocks.1", "blocks.3", "head"))
+    assert stopped.backbone_._last == "blocks.3" and full.backbone_._last is None
+    n = stopped.output_dim
+    # with "head" every block is divided by √3 instead of √2; undo that and compare the shared blocks
+    torch.testing.assert_close(stopped(x), full(x)[:, :n] * (3 / 2) ** 0.5, rtol=1e-5, atol=1e-6)
+
+
+def test_perceptual_rejects_bad_layers_and_grid():
+    with pytest.raises(MMGenError, match="not in"):
+        small("perceptual", layers=("blocks.99",))
+    with pytest.raises(MMGenError, match="twice"):
+        small("perceptual", layers=("blocks.1", "blocks.1"))
+    with pytest.raises(MMGenError, match="grid"):
+        small("perceptual", grid=0)
+
+
 def test_perceptual_rejects_non_images():
     with pytest.raises(MMGenError, match="images"):
         create("perceptual", input_shape=(5,))
@@ -259,6 +288,17 @@ def test_statistics_bundles_and_options():
         statistics("perceptual", options={"perceptual": {"moment": 2}})
     with pytest.raises(MMGenError, match="has option"):
         statistics("hermite", options={"*": {"n_features": 3}})
+    first = statistics("perceptual-first", input_shape=SHAPE, options={"perceptual": {"image_size": 32}})
+    assert [(m.name, m.config.moment) for m in first] == [("perceptual", 1)]
+
+
+def test_every_bundle_is_described_for_the_cli(capsys):
+    assert set(mmgen.features.BUNDLE_HELP) == set(mmgen.features.BUNDLES)
+    from mmgen.cli import main
+
+    main(["features"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in list(mmgen.features.BUNDLES) + list_feature_maps())
 
 
 def test_perceptual_release_records_two_moments_and_split():

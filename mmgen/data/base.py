@@ -58,6 +58,39 @@ class Dataset:
             "class_names": list(self.class_names) if self.class_names else None,
         }
 
+    def validation_split(self, fraction: float = 0.25, seed: int = 0) -> "Dataset":
+        """A tuning data set: part of the *training* records held out in place of the test split.
+
+        Hyper-parameters chosen on it never see the real test split, so figures
+        reported on the test split stay honest.
+
+        Args:
+            fraction: share of the training records held out, in (0, 1).
+            seed: public seed of the shuffle that picks them.
+
+        Returns:
+            A :class:`Dataset` named ``"<name>:validation"`` whose ``x_test``/``y_test`` are the
+            held-out training records and whose ``x_train``/``y_train`` are the rest.
+
+        Example:
+            >>> import mmgen
+            >>> val = mmgen.data.load("digits").validation_split(0.25)
+            >>> len(val.y_train), len(val.y_test)
+            (1078, 360)
+        """
+        from ..errors import DataError
+
+        n = len(self.y_train)
+        if not (0 < fraction < 1) or not 1 <= round(n * fraction) < n:
+            raise DataError(f"`fraction` must leave records on both sides of a split of {n}. Got {fraction!r}.")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+        n_val = int(round(n * fraction))
+        keep, held = perm[n_val:].sort().values, perm[:n_val].sort().values
+        return dataclasses.replace(
+            self, name=f"{self.name}:validation", x_train=self.x_train[keep], y_train=self.y_train[keep],
+            x_test=self.x_train[held], y_test=self.y_train[held],
+        )  # fmt: skip
+
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "

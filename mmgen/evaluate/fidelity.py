@@ -114,7 +114,7 @@ def efficientnet_lite0_embedding(
 
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise DataError(f"The EfficientNet-Lite0 embedding needs images (N, 1 or 3, H, W). Got {tuple(x.shape)}.")
-    fmap = create("perceptual", input_shape=tuple(x.shape[1:]), bounds=(low, high), image_size=image_size)
+    fmap = create("perceptual", input_shape=tuple(x.shape[1:]), bounds=(low, high), image_size=image_size, layers=("head",))
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):

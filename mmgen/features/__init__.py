@@ -10,7 +10,7 @@ from .hermite import HermiteConfig, HermiteProductConfig, HermiteProductFeatures
 from .ntk import NTKConfig, NTKFeatures
 from .perceptual import PerceptualConfig, PerceptualFeatures
 from .rff import RandomFourierFeatures, RFFConfig
-from .bundles import BUNDLES, default_budget_split, statistics
+from .bundles import BUNDLE_HELP, BUNDLES, default_budget_split, statistics
 
 list = list_feature_maps  # noqa: A001  (the registry's `list()`, as timm's `list_models()`)
 
@@ -19,5 +19,5 @@ __all__ = [
     "register", "RandomFourierFeatures", "RFFConfig",
     "HermiteConfig", "HermiteProductConfig", "HermiteSumFeatures", "HermiteProductFeatures",
     "NTKConfig", "NTKFeatures", "PerceptualConfig", "PerceptualFeatures",
-    "BUNDLES", "statistics", "default_budget_split",
+    "BUNDLES", "BUNDLE_HELP", "statistics", "default_budget_split",
 ]  # fmt: skip

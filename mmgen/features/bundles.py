@@ -27,12 +27,18 @@ from typing import Any, Mapping, Sequence
 from ..errors import MMGenError
 from .base import FeatureMap, create, get_class, list_feature_maps
 
-__all__ = ["BUNDLES", "statistics", "default_budget_split", "expand"]
+__all__ = ["BUNDLES", "BUNDLE_HELP", "statistics", "default_budget_split", "expand"]
 
 # bundle name -> [(registered map, fixed options, default budget weight)]
 BUNDLES: dict[str, list[tuple[str, dict[str, Any], float]]] = {
     "hermite": [("hermite", {}, 1.0), ("hermite-product", {}, 1.0)],
     "perceptual": [("perceptual", {"moment": 1}, 1.0), ("perceptual", {"moment": 2}, 1.0)],
+    "perceptual-first": [("perceptual", {"moment": 1}, 1.0)],
+}
+BUNDLE_HELP = {
+    "hermite": "DP-HP: Hermite sum kernel + product kernel (two statistics)",
+    "perceptual": "DP-MEPF (φ1, φ2): first and second moments of perceptual features (two statistics)",
+    "perceptual-first": "DP-MEPF (φ1): the first moment of perceptual features alone (one statistic)",
 }
 
 

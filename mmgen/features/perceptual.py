@@ -9,14 +9,22 @@ the generator matches both.
 Here, for a record x (C = 1 or 3 channels, values in the declared ``[low, high]``):
 
     x̃ = resize(repeat₃(2(x − low)/(high − low) − 1), image_size)      (public preprocessing)
-    u(x) = ⊕_ℓ mean_{h,w} g_ℓ(x̃)             (globally pooled activations of the chosen layers)
-    φ₁(x) = u(x) / ‖u(x)‖₂                                    (``moment=1``)
+    u_ℓ(x) = vec(avgpool_{g×g}(g_ℓ(x̃)))       (layer ℓ's activation map pooled to at most g×g cells)
+    φ₁(x) = [u_1/‖u_1‖, …, u_L/‖u_L‖] / √L                     (``moment=1``)
     φ₂(x) = φ₁(x) ⊙ φ₁(x)                                     (``moment=2``)
 
-Norm bound (the privacy contract). ``‖φ₁(x)‖₂ = 1`` by explicit per-record
-normalisation (a record whose pooled activations are all zero, which a network
-with nonzero biases does not produce in practice, maps to 0, still within the
-bound), and ``‖φ₂(x)‖₂ = sqrt(Σ φ₁ᵢ⁴) ≤ Σ φ₁ᵢ² = ‖φ₁(x)‖₂² ≤ 1``. The network
+DP-MEPF matches the *spatial* activation maps of many layers of a VGG, not
+only pooled vectors: the spatial layout is what tells a generator where the
+strokes and edges go. Here each chosen layer's map is average-pooled to a
+coarse ``grid × grid`` layout (``grid=1`` is global pooling; ``"head"`` is
+the network's own pooled final features), and every layer is normalised on
+its own so that a wide layer does not drown the others. When ``"head"`` is
+not among the layers, the forward pass stops after the deepest chosen layer.
+
+Norm bound (the privacy contract). Each block ``u_ℓ/‖u_ℓ‖`` has norm 1 (a
+layer whose pooled activations are all zero maps to 0, within the bound), so
+``‖φ₁(x)‖₂ ≤ 1`` with equality in practice, and
+``‖φ₂(x)‖₂ = sqrt(Σ φ₁ᵢ⁴) ≤ Σ φ₁ᵢ² = ‖φ₁(x)‖₂² ≤ 1``. The network
 runs in eval mode always (batch-norm on its stored running statistics, never
 on the batch: otherwise one record's features would depend on the others and
 the per-record bound would not bound the sensitivity).
@@ -41,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 import os
 import weakref
 from pathlib import Path
@@ -176,8 +185,12 @@ def load_backbone(model: str = DEFAULT_MODEL, weights: str = "default", seed: in
     return net, digest
 
 
+class _StopForward(Exception):
+    """Raised by the hook of the deepest chosen layer: the rest of the network is not needed."""
+
+
 class _Backbone(nn.Module):
-    """The frozen network plus preprocessing and pooling; always in eval mode.
+    """The frozen network plus pooling of the chosen layers; always in eval mode.
 
     It caches the last embedding by the identity and version of its input, so
     the first- and second-moment maps of one release (or one training step)
@@ -189,30 +202,61 @@ class _Backbone(nn.Module):
         self.net, self.digest = load_backbone(model, weights, seed)
         self.layers = layers
         self._hooked: dict[str, torch.Tensor] = {}
-        names = dict(self.net.named_modules())
+        order = [name for name, _ in self.net.named_modules()]
+        modules = dict(self.net.named_modules())
         for name in layers:
-            if name == "head":
-                continue
-            if name not in names:
+            if name != "head" and name not in modules:
                 raise MMGenError(f"Layer {name!r} not in {model}. Use 'head' or module names such as 'blocks.3'.")
-            names[name].register_forward_hook(functools.partial(self._hook, name))
+        # Without "head", stop after the deepest chosen module (timm CNNs define modules in execution order;
+        # if a chosen layer has not run when the stop fires, embed() says so instead of returning wrong features).
+        self._last = None if "head" in layers else max(layers, key=order.index)
+        for name in layers:
+            if name != "head":
+                modules[name].register_forward_hook(functools.partial(self._hook, name))
         self._cache: tuple | None = None
 
     def _hook(self, name, module, inputs, output):
         self._hooked[name] = output
+        if name == self._last:
+            raise _StopForward
 
     def train(self, mode: bool = True) -> "_Backbone":
         return super().train(False)  # batch statistics would couple records: never train mode
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled activations u(x) ((N, F)) of preprocessed images ``x`` ((N, 3, S, S))."""
+    def embed_parts(self, x: torch.Tensor, grid: int = 1) -> list[torch.Tensor]:
+        """Per chosen layer, its activations pooled to at most ``grid × grid`` cells and flattened.
+
+        Args:
+            x ((N, 3, S, S) Tensor): preprocessed images.
+            grid: cells per side of the pooled layout (1: global average pooling).
+
+        Returns:
+            One (N, F_ℓ) Tensor per layer, in the order of ``layers`` (``"head"``: the pooled final features).
+        """
         self._hooked.clear()
-        head = self.net(x)  # (N, num_features): classifier reset, global pool applied
+        head = None
+        try:
+            head = self.net(x)  # (N, num_features): classifier reset, global pool applied
+        except _StopForward:
+            pass
         parts = []
-        for name in self.layers:
-            parts.append(head if name == "head" else self._hooked[name].mean(dim=(2, 3)))
-        self._hooked.clear()
-        return torch.cat(parts, dim=1)
+        try:
+            for name in self.layers:
+                if name == "head":
+                    parts.append(head)
+                    continue
+                a = self._hooked[name]  # (N, C, H, W)
+                cells = (min(grid, a.shape[2]), min(grid, a.shape[3]))
+                parts.append(F.adaptive_avg_pool2d(a, cells).flatten(1))  # (N, C·h·w)
+        except KeyError as exc:
+            raise MMGenError(f"Layer {exc} did not run before the forward pass stopped; list it with 'head'.") from None
+        finally:
+            self._hooked.clear()
+        return parts
+
+    def embed(self, x: torch.Tensor, grid: int = 1) -> torch.Tensor:
+        """The pooled activations of the chosen layers, concatenated (no normalisation) ((N, ΣF_ℓ))."""
+        return torch.cat(self.embed_parts(x, grid), dim=1)
 
     def cached(self, key: torch.Tensor, tag: tuple, compute) -> torch.Tensor:
         """``compute()``, or its last result if called again on the same tensor, version, tag and grad mode."""
@@ -234,14 +278,20 @@ def _shared_backbone(model: str, weights: str, seed: int, layers: tuple[str, ...
 class PerceptualConfig(Config):
     """Hyper-parameters of :class:`PerceptualFeatures`.
 
+    The defaults (layers, grid, image size) were chosen on scikit-learn's digits
+    (a validation split of its training records; ``benchmarks/tune_perceptual.py``),
+    never on the data sets reported.
+
     Attributes:
-        moment: 1 for ``φ₁ = u/‖u‖``, 2 for ``φ₁ ⊙ φ₁``.
+        moment: 1 for ``φ₁`` (unit blocks per layer), 2 for ``φ₁ ⊙ φ₁``.
         model: a timm model name.
         weights: ``"default"`` (packaged ImageNet EfficientNet-Lite0), a local file path, or ``"random"``.
         image_size: records are resized to ``image_size × image_size`` (bilinear).
         scaling: ``"symmetric"`` (domain → [−1, 1]) or ``"imagenet"`` (domain → [0, 1], then ImageNet mean/std).
-        layers: layers whose globally pooled outputs are concatenated: ``"head"`` (the
-            final pooled features) and/or module names such as ``"blocks.4"``.
+        layers: layers whose pooled outputs are concatenated: module names such as ``"blocks.2"``
+            and/or ``"head"`` (the network's final globally pooled features).
+        grid: each layer's activation map is average-pooled to at most ``grid × grid`` cells
+            (1: global average pooling).
         seed: seeds the initialisation with ``weights="random"`` (public).
         batch_size: records per network forward pass (memory only).
     """
@@ -249,9 +299,10 @@ class PerceptualConfig(Config):
     moment: int = 1
     model: str = DEFAULT_MODEL
     weights: str = "default"
-    image_size: int = 64
+    image_size: int = 32
     scaling: str = "symmetric"
-    layers: tuple[str, ...] = ("head",)
+    layers: tuple[str, ...] = ("blocks.1", "blocks.2", "blocks.3", "blocks.4")
+    grid: int = 4
     seed: int = 0
     batch_size: int = 512
 
@@ -264,13 +315,17 @@ class PerceptualConfig(Config):
             raise MMGenError(f"`scaling` must be one of {_SCALINGS}. Got {self.scaling!r}.")
         if isinstance(self.layers, str) or not self.layers or not all(isinstance(s, str) for s in self.layers):
             raise MMGenError(f"`layers` must be a non-empty list of layer names. Got {self.layers!r}.")
+        if len(set(self.layers)) != len(self.layers):
+            raise MMGenError(f"`layers` names a layer twice. Got {self.layers!r}.")
+        if not isinstance(self.grid, int) or isinstance(self.grid, bool) or self.grid < 1:
+            raise MMGenError(f"`grid` must be a positive integer. Got {self.grid!r}.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise MMGenError(f"`batch_size` must be a positive integer. Got {self.batch_size!r}.")
 
 
 @register
 class PerceptualFeatures(FeatureMap):
-    """Pooled features of a pretrained timm network, L2-normalised (moment 1) or squared (moment 2) (DP-MEPF).
+    """Pooled layer activations of a pretrained timm network, unit norm per layer (moment 1) or squared (moment 2) (DP-MEPF).
 
     Attributes:
         backbone_: the frozen network (shared between maps with the same model, weights and layers).
@@ -294,7 +349,7 @@ class PerceptualFeatures(FeatureMap):
         self.weights_sha256_ = self.backbone_.digest
         with torch.no_grad():
             probe = torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=_device(self.backbone_))
-            self._dim = int(self.backbone_.embed(probe).shape[1])
+            self._dim = int(self.backbone_.embed(probe, cfg.grid).shape[1])
 
     @property
     def output_dim(self) -> int:
@@ -324,18 +379,22 @@ class PerceptualFeatures(FeatureMap):
         return phi if self.config.moment == 1 else phi * phi
 
     def unit_embedding_of(self, x: torch.Tensor) -> torch.Tensor:
-        """φ₁ of records ((N, C, H, W)) → (N, F), each row of norm 1 (or 0 for an all-zero embedding).
+        """φ₁ of records ((N, C, H, W)) → (N, F): one unit block per layer, divided by √L (norm ≤ 1).
 
         Cached on the caller's tensor (the same object for both moments of one batch).
         """
+        cfg = self.config
 
         def compute():
-            xs = [self.backbone_.embed(self.preprocess(x[i : i + self.config.batch_size]))
-                  for i in range(0, len(x), self.config.batch_size)]  # fmt: skip
-            u = torch.cat(xs) if xs else x.new_zeros(0, self._dim)
-            return u / u.norm(dim=1, keepdim=True).clamp(min=1e-12)
+            chunks = []
+            for i in range(0, len(x), cfg.batch_size):
+                parts = self.backbone_.embed_parts(self.preprocess(x[i : i + cfg.batch_size]), cfg.grid)
+                # each block to unit norm (0 stays 0), the concatenation scaled to norm ≤ 1
+                unit = [p / p.norm(dim=1, keepdim=True).clamp(min=1e-12) for p in parts]
+                chunks.append(torch.cat(unit, dim=1) / math.sqrt(len(unit)))
+            return torch.cat(chunks) if chunks else x.new_zeros(0, self._dim)
 
-        return self.backbone_.cached(x, (self.config.image_size, self.config.scaling), compute)
+        return self.backbone_.cached(x, (cfg.image_size, cfg.scaling, cfg.grid), compute)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         phi = self.unit_embedding_of(x.reshape(len(x), *self.input_shape_))
