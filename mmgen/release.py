@@ -506,6 +506,11 @@ def finalize(
     are ``S_k`` alone. Each gets ``N(0, (σ_k Δ_k)² I)`` with σ_k from the budget
     split (μ_k² = w_k μ²) and Δ_k from :func:`~mmgen.privacy.sensitivity`.
     """
+    if not (len(sums) == len(fmaps) == len(budget_split)):
+        raise PrivacyError(
+            f"finalize needs one sum, one feature map and one budget weight per statistic. "
+            f"Got {len(sums)} sums, {len(fmaps)} feature maps, {len(budget_split)} weights."
+        )
     multipliers = split_noise_multipliers(epsilon, delta, budget_split)
     total = sum(budget_split)
     shares = [w / total for w in budget_split]

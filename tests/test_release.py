@@ -94,3 +94,14 @@ def test_validation_errors(digits):
         mmgen.release(x, y, f, epsilon=0, delta=1e-5, n_classes=10)
     with pytest.raises(PrivacyError, match="neighbouring"):
         mmgen.release(x, y, f, neighbouring="swap", **kw)
+
+
+def test_finalize_refuses_a_budget_split_that_does_not_cover_every_statistic(digits):
+    """A split shorter than the statistics would silently drop (or mis-calibrate) a statistic."""
+    from mmgen.release import accumulate, finalize
+
+    maps = [mmgen.features.create("rff", input_shape=(1, 8, 8), n_features=16, seed=s) for s in (0, 1)]
+    sums, counts = accumulate([(digits.x_train[:20], digits.y_train[:20])], maps, 10, (1, 8, 8), (0.0, 1.0))
+    with pytest.raises(PrivacyError, match="one budget weight per statistic"):
+        finalize(sums, counts, maps, epsilon=1.0, delta=1e-5, neighbouring="add-remove", budget_split=[1.0],
+                 count_weight=0.3, noise_seed=0, schema={})  # fmt: skip
