@@ -169,65 +169,89 @@ def rff_class_sums(
     return rff_class_sums_reference(x, weights, y, n_classes, chunk=chunk)
 
 
-def rff_matching_loss_reference(x: torch.Tensor, weights: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def rff_matching_loss_reference(
+    x: torch.Tensor, weights: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, *, unbiased: bool = False
+) -> torch.Tensor:
     """The matching loss ``Σ_{c present} ‖t_c − mean_{y_i = c} φ(x_i)‖²`` in plain, differentiable torch.
 
-    The same formula as :meth:`mmgen.features.FeatureMap.matching_loss` with
-    ``φ`` the random-Fourier map.
+    The same formula as :func:`mmgen.features.base.class_mean_matching_loss` (biased or
+    unbiased) with ``φ`` the random-Fourier map.
 
     Args:
         x ((B, d) Tensor): generated records, flattened.
         weights ((d, F) Tensor): frequencies.
         y ((B,) Tensor): int64 labels in ``[0, C)``.
         targets ((C, 2F) Tensor): released class-wise mean embeddings.
+        unbiased: the unbiased (U-statistic) estimate instead of DP-MERF's biased one.
 
     Returns:
         A scalar tensor.
     """
     from mmgen.features.base import class_mean_matching_loss
 
-    return class_mean_matching_loss(rff_features(x, weights), y, targets)  # features (B, 2F)
+    return class_mean_matching_loss(rff_features(x, weights), y, targets, unbiased=unbiased)  # features (B, 2F)
 
 
 class _FusedMatchingLoss(torch.autograd.Function):
     """The matching loss with the Triton class-sum kernel forward and the fused gradient kernel backward."""
 
     @staticmethod
-    def forward(ctx, x, weights, y, targets):
+    def forward(ctx, x, weights, y, targets, unbiased):
         from .rff_triton import rff_class_sums_triton
 
         n_classes = targets.shape[0]
         sums = rff_class_sums_triton(x, weights, y, n_classes)  # (C, 2F)
         counts = torch.bincount(y, minlength=n_classes).to(torch.float32)
         present = counts > 0
-        residual = torch.zeros_like(sums)
-        residual[present] = sums[present] / counts[present, None] - targets[present].to(torch.float32)
-        ctx.save_for_backward(x, weights, y, residual, counts)
+        t = targets.to(torch.float32)
+        residual = torch.zeros_like(sums)  # r_c = S_c/n_c − t_c: ∂L/∂t_c = −2 r_c for both estimates
+        residual[present] = sums[present] / counts[present, None] - t[present]
+        if unbiased:
+            # ‖t‖² − 2⟨t, S⟩/n + (‖S‖² − n)/(n(n − 1)) (every RFF row has norm 1, so Σ‖φ_i‖² = n);
+            # ∂L/∂S = (2/n)(S/(n − 1) − t): the backward kernel takes S/(n − 1) − t as its residual.
+            many = counts > 1
+            grad_residual = residual.clone()
+            grad_residual[many] = sums[many] / (counts[many, None] - 1) - t[many]
+            n = counts[present]
+            s, tp = sums[present], t[present]
+            ss = (s * s).sum(dim=1)
+            quad = torch.where(n > 1, (ss - n) / (n * (n - 1)).clamp(min=1.0), ss / (n * n))
+            value = ((tp * tp).sum(dim=1) - 2.0 * (tp * s).sum(dim=1) / n + quad).sum()
+        else:
+            grad_residual = residual
+            value = (residual**2).sum()
+        ctx.save_for_backward(x, weights, y, residual, grad_residual, counts)
         ctx.targets_dtype = targets.dtype
-        return (residual**2).sum().to(targets.dtype)
+        return value.to(targets.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         from .rff_triton import rff_loss_grad_triton
 
-        x, weights, y, residual, counts = ctx.saved_tensors
+        x, weights, y, residual, grad_residual, counts = ctx.saved_tensors
         f = weights.shape[1]
         g_scalar = grad_out.to(torch.float32)
         coef = g_scalar * 2.0 / (counts[y] * math.sqrt(f))  # (B,) k_i
         grad_x = grad_w = grad_t = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            g = rff_loss_grad_triton(x, weights, y, residual, coef)  # (B, F) = ∂L/∂(xW)
+            g = rff_loss_grad_triton(x, weights, y, grad_residual, coef)  # (B, F) = ∂L/∂(xW)
             if ctx.needs_input_grad[0]:
                 grad_x = g @ weights.T  # (B, F) @ (F, d) -> (B, d)
             if ctx.needs_input_grad[1]:
                 grad_w = x.T @ g  # (d, B) @ (B, F) -> (d, F)
         if ctx.needs_input_grad[3]:
             grad_t = (-2.0 * g_scalar * residual).to(ctx.targets_dtype)  # zero rows for absent classes
-        return grad_x, grad_w, None, grad_t
+        return grad_x, grad_w, None, grad_t, None
 
 
 def rff_matching_loss(
-    x: torch.Tensor, weights: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, *, backend: str = "auto"
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    y: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    backend: str = "auto",
+    unbiased: bool = False,
 ) -> torch.Tensor:
     """The generator's RFF matching loss, differentiable in ``x`` (and ``weights``, ``targets``).
 
@@ -243,6 +267,8 @@ def rff_matching_loss(
         y ((B,) Tensor): int64 labels in ``[0, C)``.
         targets ((C, 2F) Tensor): released class-wise mean embeddings.
         backend: ``"auto" | "torch" | "triton"``.
+        unbiased: the unbiased (U-statistic) estimate instead of DP-MERF's biased one
+            (see :func:`mmgen.features.base.class_mean_matching_loss`).
 
     Returns:
         A scalar tensor.
@@ -255,5 +281,5 @@ def rff_matching_loss(
     _check_inputs(x, weights, y, targets.shape[0])
     chosen = resolve_backend(backend, x.device, "rff_matching_loss")
     if chosen == "triton":
-        return _FusedMatchingLoss.apply(x, weights, y.to(torch.int64), targets)
-    return rff_matching_loss_reference(x, weights, y, targets)
+        return _FusedMatchingLoss.apply(x, weights, y.to(torch.int64), targets, bool(unbiased))
+    return rff_matching_loss_reference(x, weights, y, targets, unbiased=unbiased)

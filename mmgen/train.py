@@ -44,6 +44,9 @@ class TrainConfig(Config):
         lr_decay: the learning rate is multiplied by this after each epoch.
         seed: seeds the generator's initialisation and every latent draw.
         statistic_weights: w_k per statistic (default 1 each).
+        unbiased: per batch, the unbiased estimate of ``‖m̃_c − E φ(G(z, c))‖²`` instead of
+            DP-MERF's biased one, whose bias penalises the diversity of each generated class
+            (see :func:`mmgen.features.base.class_mean_matching_loss`).
         device: torch device for training.
     """
 
@@ -54,6 +57,7 @@ class TrainConfig(Config):
     lr_decay: float = 0.9
     seed: int = 0
     statistic_weights: tuple[float, ...] | None = None
+    unbiased: bool = False
     device: str = "cpu"
 
     def __post_init__(self):
@@ -249,7 +253,7 @@ def fit(
             x = generator(z, y)
             loss = x.new_zeros(())
             for w, f, m in zip(weights, fmaps, targets):
-                loss = loss + w * f.matching_loss(x, y, m)
+                loss = loss + w * f.matching_loss(x, y, m, unbiased=config.unbiased)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -90,13 +90,14 @@ def test_class_sums_reference_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b: rff_class_sums_reference(a, b, y, 3, chunk=3), (x, w))
 
 
-def test_matching_loss_reference_gradcheck_float64():
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_matching_loss_reference_gradcheck_float64(unbiased):
     gen = torch.Generator().manual_seed(3)
-    x = torch.rand(9, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(10, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
-    t = (torch.randn(4, 10, generator=gen, dtype=torch.float64) * 0.2).requires_grad_()
-    y = torch.tensor([0, 0, 1, 3, 3, 3, 1, 0, 3])  # class 2 absent, every other class present
-    assert torch.autograd.gradcheck(lambda a, b, c: rff_matching_loss_reference(a, b, y, c), (x, w, t))
+    t = (torch.randn(5, 10, generator=gen, dtype=torch.float64) * 0.2).requires_grad_()
+    y = torch.tensor([0, 0, 1, 3, 3, 3, 1, 0, 3, 4])  # class 2 absent, class 4 a lone record
+    assert torch.autograd.gradcheck(lambda a, b, c: rff_matching_loss_reference(a, b, y, c, unbiased=unbiased), (x, w, t))
 
 
 # -- the backend switch --------------------------------------------------------
@@ -124,7 +125,8 @@ def test_auto_says_what_it_chose(caplog, monkeypatch):
 
 
 # -- wiring into the feature map -------------------------------------------------
-def test_rff_matching_loss_equals_base_implementation():
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_rff_matching_loss_equals_base_implementation(unbiased):
     """RandomFourierFeatures.matching_loss (torch backend) = FeatureMap.matching_loss: value and gradients."""
     fmap = mmgen.features.create("rff", input_shape=(1, 4, 4), n_features=24, seed=5, backend="torch")
     gen = torch.Generator().manual_seed(6)
@@ -133,8 +135,8 @@ def test_rff_matching_loss_equals_base_implementation():
     x = torch.rand(8, 1, 4, 4, generator=gen)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     t1, t2 = targets.clone().requires_grad_(), targets.clone().requires_grad_()
-    got = fmap.matching_loss(x1, y, t1)
-    want = FeatureMap.matching_loss(fmap, x2, y, t2)
+    got = fmap.matching_loss(x1, y, t1, unbiased=unbiased)
+    want = FeatureMap.matching_loss(fmap, x2, y, t2, unbiased=unbiased)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
     got.backward()
     want.backward()
@@ -192,3 +194,32 @@ def test_one_million_records_stream_in_bounded_memory():
     nonzero, grown_mb, base_mb = proc.stdout.split()
     assert nonzero == "1" and int(base_mb) < 4096  # the high-water is this process's own
     assert int(grown_mb) < 48, f"peak RSS grew by {grown_mb} MB while streaming 1,000,000 records"
+
+
+def test_unbiased_loss_is_the_pairwise_u_statistic_and_unbiased():
+    """The unbiased loss equals ‖t‖² − 2⟨t, mean⟩ + mean_{i≠j} ⟨φ_i, φ_j⟩ per class, and its average over
+    batches drawn from a finite population is exactly ‖t − μ‖² (the biased one overshoots by tr Cov / n)."""
+    from mmgen.features.base import class_mean_matching_loss
+
+    gen = torch.Generator().manual_seed(0)
+    phi = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    t = torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    want = 0.0
+    for c in (0, 1):
+        p = phi[y == c]
+        pairs = [float(p[i] @ p[j]) for i in range(3) for j in range(3) if i != j]
+        want += float(t[c] @ t[c]) - 2 * float(t[c] @ p.mean(0)) + sum(pairs) / len(pairs)
+    assert float(class_mean_matching_loss(phi, y, t, unbiased=True)) == pytest.approx(want, rel=1e-12)
+    # exact expectation over every batch of 3 i.i.d. uniform draws (with replacement) from a population of 5
+    import itertools
+
+    pop = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    target = torch.randn(1, 3, generator=gen, dtype=torch.float64)
+    truth = float(((target[0] - pop.mean(0)) ** 2).sum())
+    batches = list(itertools.product(range(5), repeat=3))
+    lab = torch.zeros(3, dtype=torch.long)
+    mean_u = sum(float(class_mean_matching_loss(pop[list(b)], lab, target, unbiased=True)) for b in batches) / len(batches)
+    mean_b = sum(float(class_mean_matching_loss(pop[list(b)], lab, target)) for b in batches) / len(batches)
+    assert mean_u == pytest.approx(truth, rel=1e-10, abs=1e-12)
+    assert mean_b > truth + 1e-3  # the biased estimate is biased upwards

@@ -82,8 +82,8 @@ if INTERPRET:
 
     @in_child
     @settings(max_examples=15, deadline=None)
-    @given(_problem())
-    def test_fused_loss_value_and_gradients_match_reference(problem):
+    @given(_problem(), st.booleans())
+    def test_fused_loss_value_and_gradients_match_reference(problem, unbiased):
         x, w, y, c = problem
         if len(x) == 0:
             return
@@ -92,8 +92,8 @@ if INTERPRET:
         xs = [x.clone().requires_grad_() for _ in range(2)]
         ws = [w.clone().requires_grad_() for _ in range(2)]
         ts = [t.clone().requires_grad_() for _ in range(2)]
-        got = rff_matching_loss(xs[0], ws[0], y, ts[0], backend="triton")
-        want = rff_matching_loss_reference(xs[1].double(), ws[1].double(), y, ts[1].double())
+        got = rff_matching_loss(xs[0], ws[0], y, ts[0], backend="triton", unbiased=unbiased)
+        want = rff_matching_loss_reference(xs[1].double(), ws[1].double(), y, ts[1].double(), unbiased=unbiased)
         torch.testing.assert_close(got.double(), want.detach(), rtol=1e-4, atol=1e-5)
         (got * 1.5).backward()
         (want * 1.5).backward()

@@ -133,21 +133,23 @@ class FeatureMap(nn.Module):
         out = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device)
         return out.index_add_(0, y, phi)  # (C, D) += scatter of (N, D) rows by label
 
-    def matching_loss(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def matching_loss(
+        self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, *, unbiased: bool = False
+    ) -> torch.Tensor:
         """The generator's moment-matching loss for one batch (differentiable in ``x``).
 
-        ``L = Σ_{c present} ‖targets_c − mean_{i: y_i = c} φ(x_i)‖²``, summed over
-        the classes that occur in ``y``.
+        See :func:`class_mean_matching_loss`.
 
         Args:
             x ((B, *input_shape) Tensor): generated records.
             y ((B,) Tensor): their int64 labels.
             targets ((C, D) Tensor): the released class-wise mean embeddings.
+            unbiased: use the unbiased estimate of ``‖t_c − E φ(G(z, c))‖²``.
 
         Returns:
             A scalar tensor.
         """
-        return class_mean_matching_loss(self(x), y, targets)
+        return class_mean_matching_loss(self(x), y, targets, unbiased=unbiased)
 
     # -- description ----------------------------------------------------------
     def spec(self) -> dict[str, Any]:
@@ -166,20 +168,45 @@ class FeatureMap(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
 
 
-def class_mean_matching_loss(phi: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``Σ_{c present} ‖targets_c − mean_{i: y_i = c} phi_i‖²`` (the spec of every matching loss).
+def class_mean_matching_loss(
+    phi: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, *, unbiased: bool = False
+) -> torch.Tensor:
+    """The batch estimate of ``Σ_c ‖t_c − E[φ(G(z, c))]‖²`` over the classes present (the spec of every matching loss).
+
+    With ``S_c = Σ_{i: y_i = c} φ_i`` and ``n_c`` records of class c in the batch:
+
+    * biased (DP-MERF's loss): ``Σ_c ‖t_c − S_c/n_c‖²``. Its expectation is the target plus
+      ``tr Cov_c(φ)/n_c``, a penalty on the *spread* of the generated class, which pushes a
+      generator trained with small per-class batches towards too little diversity;
+    * unbiased: ``Σ_c ‖t_c‖² − 2⟨t_c, S_c⟩/n_c + (‖S_c‖² − Σ_i ‖φ_i‖²)/(n_c(n_c − 1))``, the
+      U-statistic (Gretton et al., JMLR 2012, eq. 3, with the target fixed), whose expectation is
+      exactly ``‖t_c − E φ‖²``; it can be negative. A class with one record in the batch uses
+      the biased term (no unbiased estimate exists from one record).
 
     Args:
         phi ((B, D) Tensor): features of generated records.
         y ((B,) Tensor): their int64 labels.
         targets ((C, D) Tensor): the released class-wise mean embeddings.
+        unbiased: which estimate (see above).
+
+    Example:
+        >>> import torch
+        >>> phi, y, t = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]), torch.zeros(1, 2)
+        >>> float(class_mean_matching_loss(phi, y, t)), float(class_mean_matching_loss(phi, y, t, unbiased=True))
+        (0.5, 0.0)
     """
     n_classes = targets.shape[0]
     counts = torch.bincount(y, minlength=n_classes).to(phi.dtype)
     sums = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device).index_add(0, y, phi)  # (C, D)
     present = counts > 0
-    means = sums[present] / counts[present, None]
-    return ((means - targets[present]) ** 2).sum()
+    n, s, t = counts[present], sums[present], targets[present].to(phi.dtype)
+    if not unbiased:
+        return ((s / n[:, None] - t) ** 2).sum()
+    squares = torch.zeros(n_classes, dtype=phi.dtype, device=phi.device).index_add(0, y, (phi * phi).sum(dim=1))
+    cross = (t * t).sum(dim=1) - 2.0 * (t * s).sum(dim=1) / n  # (C',) ‖t‖² − 2⟨t, S⟩/n
+    ss = (s * s).sum(dim=1)
+    quad = torch.where(n > 1, (ss - squares[present]) / (n * (n - 1)).clamp(min=1.0), ss / (n * n))
+    return (cross + quad).sum()
 
 
 _REGISTRY: dict[str, type[FeatureMap]] = {}

@@ -106,7 +106,9 @@ class RandomFourierFeatures(FeatureMap):
         x = x.reshape(len(x), -1).to(self.weights_.dtype)
         return rff_class_sums(x, self.weights_, y, n_classes, backend=self.config.backend)
 
-    def matching_loss(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def matching_loss(
+        self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, *, unbiased: bool = False
+    ) -> torch.Tensor:
         """The matching loss of :meth:`FeatureMap.matching_loss`, via :func:`mmgen.kernels.rff_matching_loss`.
 
         Uses ``config.backend``: the torch reference gives the same value and
@@ -116,6 +118,7 @@ class RandomFourierFeatures(FeatureMap):
             x ((B, *input_shape) Tensor): generated records.
             y ((B,) Tensor): their int64 labels.
             targets ((C, D) Tensor): the released class-wise mean embeddings.
+            unbiased: the unbiased estimate (see :func:`mmgen.features.base.class_mean_matching_loss`).
 
         Returns:
             A scalar tensor.
@@ -128,4 +131,5 @@ class RandomFourierFeatures(FeatureMap):
                 f"Expected x of shape (N, {', '.join(map(str, self.input_shape_))}). Got {tuple(x.shape)}."
             )
         x = x.reshape(len(x), -1).to(self.weights_.dtype)
-        return rff_matching_loss(x, self.weights_, y, targets.to(self.weights_.dtype), backend=self.config.backend)
+        return rff_matching_loss(x, self.weights_, y, targets.to(self.weights_.dtype), backend=self.config.backend,
+                                 unbiased=unbiased)  # fmt: skip
