@@ -60,6 +60,8 @@ def _add_fit(sub):
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unbiased", action="store_true",
+                   help="unbiased (U-statistic) per-batch estimate of the matching loss instead of DP-MERF's biased one")  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from the checkpoint at --out (same result as an uninterrupted run)")  # fmt: skip
@@ -239,7 +241,8 @@ def cmd_fit(args) -> None:
     rel = Release.load(args.file)
     weights = tuple(_floats(args.statistic_weights, "--statistic-weights")) if args.statistic_weights else None
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                      lr=args.lr, seed=args.seed, device=args.device, statistic_weights=weights)  # fmt: skip
+                      lr=args.lr, seed=args.seed, device=args.device, statistic_weights=weights,
+                      unbiased=args.unbiased)  # fmt: skip
     resume = None
     if args.resume:
         if not Path(args.out).is_file():
