@@ -93,6 +93,11 @@ def _add_evaluate(sub):
                    help="the generator checkpoint the samples came from: records its epsilon, delta and features")  # fmt: skip
     p.add_argument("--label", default=None, help="method name in the report (default: the checkpoint's statistics)")
     p.add_argument("--grid", default=None, help="also write a PNG grid of the samples, one row per class")
+    p.add_argument("--plot", default=None, metavar="PNG", help=(
+        "write the sample grid to PNG and, with --compare, the accuracy/epsilon curve of this report and "
+        "the compared ones to PNG's name + '-accuracy.png'"))  # fmt: skip
+    p.add_argument("--compare", nargs="+", default=[], metavar="REPORT",
+                   help="other JSON reports (mmgen evaluate --checkpoint, or benchmark results) to plot with --plot")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the classifiers and subsamples")
     p.add_argument("--out", default=None, help="JSON report to write")
 
@@ -289,6 +294,15 @@ def cmd_evaluate(args) -> None:
     metrics = parse_metrics(args.metrics)
     if args.max_samples < 10:
         raise MMGenError(f"`--max-samples` must be ≥ 10. Got {args.max_samples}.")
+    if args.compare and not args.plot:
+        raise MMGenError("`--compare` needs `--plot PNG` (the curve is written beside it).")
+    if args.plot and args.compare and not args.checkpoint:
+        raise MMGenError("`--plot` with `--compare` needs `--checkpoint` (it gives this report's epsilon).")
+    compared = []
+    if args.compare:
+        from .evaluate.plots import load_reports
+
+        compared = load_reports(args.compare)  # read first: a bad report fails before the evaluation runs
     try:
         with np.load(args.samples, allow_pickle=False) as arrays:
             x, y = torch.from_numpy(arrays["x"]).float(), torch.from_numpy(arrays["y"]).long()
@@ -317,6 +331,19 @@ def cmd_evaluate(args) -> None:
         save_sample_grid(x, y, args.grid, n_classes=ds.n_classes, low=ds.low, high=ds.high)
         report["grid"] = args.grid
         print(f"wrote {args.grid}")
+    if args.plot:
+        from .evaluate.grid import save_sample_grid
+
+        save_sample_grid(x, y, args.plot, n_classes=ds.n_classes, low=ds.low, high=ds.high)
+        print(f"wrote {args.plot}")
+        if compared:
+            from .evaluate.plots import plot_accuracy_curve
+
+            curve = Path(args.plot).with_name(Path(args.plot).stem + "-accuracy.png")
+            keys = [m for m in ("logistic_regression", "mlp", "cnn") if m in report]
+            plot_accuracy_curve(compared + [report], curve, metrics=keys)
+            report["accuracy_plot"] = str(curve)
+            print(f"wrote {curve} ({len(compared) + 1} reports)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -221,3 +221,29 @@ def test_cli_evaluate_records_the_checkpoint_privacy(tmp_path, digits):
                  "--out", str(out)]) == 0  # fmt: skip
     report = json.loads(out.read_text())
     assert report["epsilon"] == 2.0 and report["delta"] == 1e-5 and report["method"] == "rff"
+
+
+def test_cli_evaluate_plot_writes_the_grid_and_the_curve_with_compared_reports(tmp_path, digits, capsys):
+    import mmgen
+
+    rel = mmgen.release(digits, features=mmgen.features.create("rff", n_features=200, seed=0), epsilon=2.0,
+                        delta=1e-5, progress=False)  # fmt: skip
+    trained = mmgen.fit("mlp", rel, epochs=1, steps_per_epoch=2, batch_size=50, progress=False)
+    ckpt = tmp_path / "g.ckpt"
+    trained.save(ckpt)
+    x, y = trained.sample(200, seed=0)
+    npz = tmp_path / "s.npz"
+    np.savez_compressed(npz, x=x.numpy(), y=y.numpy())
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"epsilon": 0.5, "method": "rff", "data": "digits", "logistic_regression": 0.2}))
+    png = tmp_path / "plot.png"
+    assert main(["evaluate", str(npz), "--data", "digits", "--metrics", "lr", "--checkpoint", str(ckpt),
+                 "--plot", str(png), "--compare", str(other), "--out", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    curve = tmp_path / "plot-accuracy.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and curve.read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "r.json").read_text())["accuracy_plot"] == str(curve)
+    capsys.readouterr()
+    # --compare without --plot, and --plot --compare without a checkpoint (no epsilon), are one-line errors
+    assert main(["evaluate", str(npz), "--data", "digits", "--compare", str(other)]) == 2
+    assert main(["evaluate", str(npz), "--data", "digits", "--plot", str(png), "--compare", str(other)]) == 2
+    assert capsys.readouterr().err.count("mmgen: error:") == 2
