@@ -205,7 +205,9 @@ def test_cli_plot_accuracy_against_epsilon(tmp_path, capsys):
     assert "epsilon" in capsys.readouterr().err
 
 
-def test_cli_evaluate_records_the_checkpoint_privacy(tmp_path, digits):
+@pytest.fixture()
+def checkpoint_and_samples(tmp_path, digits):
+    """A generator briefly fitted to an ε = 2 digits release, its checkpoint and 200 of its samples."""
     import mmgen
 
     rel = mmgen.release(digits, features=mmgen.features.create("rff", n_features=200, seed=0), epsilon=2.0,
@@ -216,6 +218,11 @@ def test_cli_evaluate_records_the_checkpoint_privacy(tmp_path, digits):
     x, y = trained.sample(200, seed=0)
     npz = tmp_path / "s.npz"
     np.savez_compressed(npz, x=x.numpy(), y=y.numpy())
+    return ckpt, npz
+
+
+def test_cli_evaluate_records_the_checkpoint_privacy(tmp_path, checkpoint_and_samples):
+    ckpt, npz = checkpoint_and_samples
     out = tmp_path / "r.json"
     assert main(["evaluate", str(npz), "--data", "digits", "--metrics", "mmd", "--checkpoint", str(ckpt),
                  "--out", str(out)]) == 0  # fmt: skip
@@ -223,17 +230,8 @@ def test_cli_evaluate_records_the_checkpoint_privacy(tmp_path, digits):
     assert report["epsilon"] == 2.0 and report["delta"] == 1e-5 and report["method"] == "rff"
 
 
-def test_cli_evaluate_plot_writes_the_grid_and_the_curve_with_compared_reports(tmp_path, digits, capsys):
-    import mmgen
-
-    rel = mmgen.release(digits, features=mmgen.features.create("rff", n_features=200, seed=0), epsilon=2.0,
-                        delta=1e-5, progress=False)  # fmt: skip
-    trained = mmgen.fit("mlp", rel, epochs=1, steps_per_epoch=2, batch_size=50, progress=False)
-    ckpt = tmp_path / "g.ckpt"
-    trained.save(ckpt)
-    x, y = trained.sample(200, seed=0)
-    npz = tmp_path / "s.npz"
-    np.savez_compressed(npz, x=x.numpy(), y=y.numpy())
+def test_cli_evaluate_plot_writes_the_grid_and_the_curve_with_compared_reports(tmp_path, checkpoint_and_samples, capsys):
+    ckpt, npz = checkpoint_and_samples
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"epsilon": 0.5, "method": "rff", "data": "digits", "logistic_regression": 0.2}))
     png = tmp_path / "plot.png"
