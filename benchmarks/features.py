@@ -31,6 +31,7 @@ from mmgen.release import DEFAULT_COUNT_WEIGHT, accumulate, finalize
 from mmgen.data.base import iter_batches
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
 EPSILONS = (1.0, 10.0)
 DELTA = 1e-5
 
@@ -154,7 +155,12 @@ def write_markdown(out: dict) -> None:
               "composed through dp-accounting) and the generator matches both with weight 1 each. Perceptual "
               "features: ImageNet EfficientNet-Lite0 (local weights), 32 px input, blocks 1–4 average-pooled to a "
               "4 × 4 grid, unit norm per block (defaults chosen on digits: `docs/results/tune_perceptual.json`).", ""]  # fmt: skip
-    (ROOT / "docs" / "features.md").write_text("\n".join(lines))
+    md = ROOT / "docs" / "features.md"
+    notes = ""
+    if md.exists() and NOTES_START in md.read_text():  # hand-written reading of the figures survives a rerun
+        text = md.read_text()
+        notes = text[text.index(NOTES_START) : text.index(NOTES_END) + len(NOTES_END)] + "\n"
+    md.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
 
 
 def main() -> None:
