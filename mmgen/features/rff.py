@@ -16,7 +16,8 @@ The length-scale ℓ is a *public* parameter. Its default is data-independent:
 ``ℓ = bandwidth_scale · (high − low) · sqrt(d)``, a fixed fraction of the
 domain's diagonal. (DP-MERF's median heuristic reads pairwise distances of the
 private data, which the privacy contract forbids.) ``bandwidth_scale`` was
-chosen on digits and checked on Fashion-MNIST; see ``docs/benchmarks.md``.
+chosen on a validation split of digits' *training* records
+(``benchmarks/tune_bandwidth.py``), never on a test split.
 """
 
 from __future__ import annotations
