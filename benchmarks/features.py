@@ -130,9 +130,10 @@ def write_markdown(out: dict) -> None:
         f"Machine: {out['machine']} (shared CPU; times are indicative).",
         "",
         "No hyper-parameter was chosen by Fashion-MNIST test accuracy: the feature-map defaults are "
-        "data-independent and were only checked on scikit-learn's digits; training sizes (steps, batch, "
-        "release subsample) are set by the ~20-minute CPU budget, which leaves every generator under-trained "
-        "compared with the papers (thousands of steps on a GPU).",
+        "data-independent and were chosen on a validation split of scikit-learn's digits (training records only; "
+        "`benchmarks/tune_*.py`); training sizes (steps, batch, generator width) are set by the CPU budget of a "
+        "2-core machine, which leaves every generator under-trained compared with the papers (thousands of steps "
+        "on a GPU).",
         "",
         "| method | statistics (budget split) | release records | ε | logistic regression | MLP | mean | release s | generator | fit s (steps × batch) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -167,9 +168,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2,000 records, 10 steps: a smoke run (minutes)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated, from: " + "; ".join(FULL))
+    p.add_argument("--markdown-only", action="store_true", help="rewrite docs/features.md from the JSON, run nothing")
     p.add_argument("--epsilons", default=",".join(f"{e:g}" for e in EPSILONS),
                    help="comma-separated; a huge ε (e.g. 10000) is a no-noise diagnostic, not a useful guarantee")  # fmt: skip
     args = p.parse_args()
+    if args.markdown_only:
+        write_markdown(json.loads((ROOT / "docs" / "results" / "features.json").read_text()))
+        return
     run([m.strip() for m in args.methods.split(",")], args.quick, epsilons=tuple(float(e) for e in args.epsilons.split(",")))
 
 
