@@ -96,25 +96,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200_000)
     parser.add_argument("--only", default=None, help="comma-separated map or bundle names")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite docs/audit.md from the JSON, run nothing")
     args = parser.parse_args()
+    results = ROOT / "docs" / "results"
+    if args.markdown_only:
+        doc = json.loads((results / "audit.json").read_text())
+        write_markdown(doc["meta"], doc["rows"])
+        return
     only = None if args.only is None else set(args.only.split(","))
     t0 = time.time()
     rows = run(args.trials, only)
-    results = ROOT / "docs" / "results"
     results.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.platform(), "torch": torch.__version__, "mmgen": mmgen.__version__,
             "delta": DELTA, "data": "digits (first 500 training images)", "seconds": time.time() - t0}  # fmt: skip
     (results / "audit.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_markdown(meta, rows)
+
+
+def write_markdown(meta: dict, rows: list[dict]) -> None:
     md = ROOT / "docs" / "audit.md"
     md.write_text(
         "# Empirical privacy audit: results\n\n"
         "Written by `python benchmarks/audit.py` (method: `docs/privacy.md`, section *Empirical audit*).\n"
         f"D = {meta['data']}, δ = {DELTA:g}, {meta['machine']}, {meta['seconds']:.0f} s in all.\n"
         "A correct release must show a lower bound ≤ its claimed ε; the halved-noise rows (×0.5, a simulated\n"
-        "bug via the audit's `noise_scale` test hook) must be caught (lower bound > claimed ε).\n\n"
+        "bug via the audit's `noise_scale` test hook) must be caught (lower bound > claimed ε).\n"
+        "\"μ calibrated\" is the separation the claimed noise gives the chosen canary: the mechanism's own μ\n"
+        "(0.268 at ε = 1, 2.000 at ε = 10, δ = 1e-5) when the canary reaches the sensitivity. In the `perceptual`\n"
+        "bundle it stays below (0.19 at ε = 1): the second moment φ₁ ⊙ φ₁ has norm ≤ 1, reached only if φ₁ sat on\n"
+        "one coordinate; every candidate canary gives it a much smaller norm, so no canary uses that statistic's\n"
+        "full sensitivity and its audit has less power (the guarantee is calibrated to the bound, not to the canary).\n\n"
         + table(rows) + "\n"
     )
-    print(f"wrote {results / 'audit.json'} and {md}")
+    print(f"wrote {md}")
 
 
 if __name__ == "__main__":
