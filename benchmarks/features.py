@@ -11,7 +11,8 @@ feature-map defaults are data-independent and were only checked on
 scikit-learn's digits; training sizes are set by the time budget of a 2-core CPU.
 
 Usage: ``python benchmarks/features.py [--quick] [--methods rff,hermite,ntk,perceptual,...]``.
-Writes ``docs/results/features.json`` (quick: ``features-quick.json``) and ``docs/features.md``.
+Writes ``docs/results/features.json`` and ``docs/features.md``; a ``--quick`` smoke run writes only
+``out/features-quick.json`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def run(methods, quick: bool, seed: int = 0, epsilons=EPSILONS) -> dict:
     n_syn = 1000 if quick else 5000
     out = {"data": "fashion-mnist", "delta": DELTA, "neighbouring": "add-remove", "quick": quick,
            "n_synthetic": n_syn, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "runs": []}  # fmt: skip
-    json_path = ROOT / "docs" / "results" / ("features-quick.json" if quick else "features.json")
+    json_path = ROOT / "out" / "features-quick.json" if quick else ROOT / "docs" / "results" / "features.json"
     if json_path.exists():  # keep the rows of methods not rerun now
         kept = [r for r in json.loads(json_path.read_text()).get("runs", [])
                 if not (r["method"] in methods and r["epsilon"] in epsilons)]  # fmt: skip

@@ -21,8 +21,10 @@ budget, the training lengths are fixed by the time budget, and the learning
 rate is the one of ``benchmarks/features.py``.
 
 Usage: ``python benchmarks/quality.py [--quick] [--data digits,fashion-mnist] [--maps rff,...] [--seeds N]``.
-Writes ``docs/results/quality.json`` (quick: ``quality-quick.json``), the
-accuracy-vs-ε plot beside it (``.png``) and its section of ``docs/benchmarks.md``.
+Writes ``docs/results/quality.json``, the accuracy-vs-ε plot beside it (``.png``) and
+its section of ``docs/benchmarks.md``. A ``--quick`` run is a smoke test: it writes
+``out/quality-quick.json`` and ``.png`` (git-ignored) and prints its table, leaving
+the documented figures alone.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def run(datasets, maps, quick: bool, seeds: int | None) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch threads {torch.get_num_threads()}",
         "torch": torch.__version__, "results": [],
     }  # fmt: skip
-    json_path = ROOT / "docs" / "results" / ("quality-quick.json" if quick else "quality.json")
+    json_path = _json_path(quick)
     t_all = time.perf_counter()
     for data in datasets:
         cfg = mode_cfg[data]
@@ -188,13 +190,21 @@ def run(datasets, maps, quick: bool, seeds: int | None) -> dict:
                 out["total_seconds"] = round(time.perf_counter() - t_all, 1)
                 json_path.parent.mkdir(parents=True, exist_ok=True)
                 json_path.write_text(json.dumps(out, indent=2) + "\n")
-    write_markdown(out)
+    if quick:
+        print(markdown(out))
+    else:
+        write_markdown(out)
     from mmgen.evaluate import load_reports, plot_accuracy_curve
 
     png = plot_accuracy_curve(load_reports([json_path]), json_path.with_suffix(".png"),
                               title=f"accuracy vs ε, δ = 1e-5, add/remove ({'quick' if quick else 'full'} run)")  # fmt: skip
-    print(f"wrote {json_path}, {png} and docs/benchmarks.md")
+    print(f"wrote {json_path}, {png}" + ("" if quick else " and docs/benchmarks.md"))
     return out
+
+
+def _json_path(quick: bool) -> Path:
+    """Full runs are documented in docs/results; quick smoke runs go to the git-ignored out/."""
+    return ROOT / "out" / "quality-quick.json" if quick else ROOT / "docs" / "results" / "quality.json"
 
 
 def _fmt(s: dict | None, digits: int = 3, sci: bool = False) -> str:
@@ -212,7 +222,7 @@ def markdown(out: dict) -> str:
         HEADING,
         "",
         f"{'**Quick run**' if out['quick'] else 'Full run'} (`python benchmarks/quality.py{' --quick' if out['quick'] else ''}`; "
-        f"raw numbers: `docs/results/{'quality-quick' if out['quick'] else 'quality'}.json`). "
+        f"raw numbers: `{'out/quality-quick' if out['quick'] else 'docs/results/quality'}.json`). "
         f"δ = {out['delta']:g}".replace("e-0", "e-") + f", **{out['neighbouring']}** neighbouring relation, class-conditional release of one "
         f"statistic per feature map; mean ± std over {len(out['seeds'])} seeds "
         f"(release noise, generator, sampling, classifiers). Machine: {out['machine']}; total wall time "
@@ -280,7 +290,9 @@ def main() -> None:
                    help="rewrite the docs/benchmarks.md section from the existing results JSON, run nothing")  # fmt: skip
     args = p.parse_args()
     if args.markdown_only:
-        path = ROOT / "docs" / "results" / ("quality-quick.json" if args.quick else "quality.json")
+        path = _json_path(args.quick)
+        if args.quick:
+            raise SystemExit("--markdown-only documents the full run; a quick run only prints its table.")
         write_markdown(json.loads(path.read_text()))
         from mmgen.evaluate import load_reports, plot_accuracy_curve
 
