@@ -158,9 +158,8 @@ def write_markdown(out: dict) -> None:
               "features: ImageNet EfficientNet-Lite0 (local weights), 32 px input, blocks 1–4 average-pooled to a "
               "4 × 4 grid, unit norm per block (defaults chosen on digits: `docs/results/tune_perceptual.json`).", ""]  # fmt: skip
     md = ROOT / "docs" / "features.md"
-    notes = ""
-    if md.exists() and NOTES_START in md.read_text():  # hand-written reading of the figures survives a rerun
-        text = md.read_text()
+    text, notes = (md.read_text() if md.exists() else ""), ""
+    if NOTES_START in text:  # the hand-written reading of the figures survives a rerun
         notes = text[text.index(NOTES_START) : text.index(NOTES_END) + len(NOTES_END)] + "\n"
     md.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
 

@@ -197,6 +197,8 @@ class _FusedMatchingLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weights, y, targets, unbiased):
+        from mmgen.features.base import matching_loss_from_sums
+
         from .rff_triton import rff_class_sums_triton
 
         n_classes = targets.shape[0]
@@ -206,20 +208,14 @@ class _FusedMatchingLoss(torch.autograd.Function):
         t = targets.to(torch.float32)
         residual = torch.zeros_like(sums)  # r_c = S_c/n_c − t_c: ∂L/∂t_c = −2 r_c for both estimates
         residual[present] = sums[present] / counts[present, None] - t[present]
+        grad_residual = residual
         if unbiased:
-            # ‖t‖² − 2⟨t, S⟩/n + (‖S‖² − n)/(n(n − 1)) (every RFF row has norm 1, so Σ‖φ_i‖² = n);
-            # ∂L/∂S = (2/n)(S/(n − 1) − t): the backward kernel takes S/(n − 1) − t as its residual.
+            # every RFF row has norm 1, so Σ‖φ_i‖² = n; ∂L/∂S = (2/n)(S/(n − 1) − t) for n > 1:
+            # the backward kernel takes S/(n − 1) − t as its residual.
             many = counts > 1
             grad_residual = residual.clone()
             grad_residual[many] = sums[many] / (counts[many, None] - 1) - t[many]
-            n = counts[present]
-            s, tp = sums[present], t[present]
-            ss = (s * s).sum(dim=1)
-            quad = torch.where(n > 1, (ss - n) / (n * (n - 1)).clamp(min=1.0), ss / (n * n))
-            value = ((tp * tp).sum(dim=1) - 2.0 * (tp * s).sum(dim=1) / n + quad).sum()
-        else:
-            grad_residual = residual
-            value = (residual**2).sum()
+        value = matching_loss_from_sums(sums, counts, t, squares=counts if unbiased else None)
         ctx.save_for_backward(x, weights, y, residual, grad_residual, counts)
         ctx.targets_dtype = targets.dtype
         return value.to(targets.dtype)

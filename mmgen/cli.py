@@ -325,17 +325,14 @@ def cmd_evaluate(args) -> None:
     if PRDC_NAME in report:
         parts.append(" ".join(f"{k} {report[PRDC_NAME][k]:.3f}" for k in ("precision", "recall", "density", "coverage")))
     print("   ".join(parts) + f"   ({report['n_synthetic']} synthetic, {report['n_test']} real test records)")
+    for path in dict.fromkeys(p for p in (args.grid, args.plot) if p):  # --plot writes the grid too
+        from .evaluate.grid import save_sample_grid
+
+        save_sample_grid(x, y, path, n_classes=ds.n_classes, low=ds.low, high=ds.high)
+        print(f"wrote {path}")
     if args.grid:
-        from .evaluate.grid import save_sample_grid
-
-        save_sample_grid(x, y, args.grid, n_classes=ds.n_classes, low=ds.low, high=ds.high)
         report["grid"] = args.grid
-        print(f"wrote {args.grid}")
     if args.plot:
-        from .evaluate.grid import save_sample_grid
-
-        save_sample_grid(x, y, args.plot, n_classes=ds.n_classes, low=ds.low, high=ds.high)
-        print(f"wrote {args.plot}")
         if compared:
             from .evaluate.plots import plot_accuracy_curve
 

@@ -262,6 +262,20 @@ def test_perceptual_early_stop_gives_the_same_blocks_as_a_full_forward():
     torch.testing.assert_close(stopped(x), full(x)[:, :n] * (3 / 2) ** 0.5, rtol=1e-5, atol=1e-6)
 
 
+def test_perceptual_cache_is_dropped_with_its_input():
+    """The backbone's cached embedding must not outlive its input (after a release: private records)."""
+    import gc
+
+    f = small("perceptual")
+    x = torch.rand(3, *SHAPE)
+    phi = f(x)
+    assert f.backbone_._cache is not None and f.backbone_._cache[2] is not None
+    del x
+    gc.collect()
+    assert f.backbone_._cache is None
+    assert phi.shape[0] == 3
+
+
 def test_perceptual_rejects_bad_layers_and_grid():
     with pytest.raises(MMGenError, match="not in"):
         small("perceptual", layers=("blocks.99",))

@@ -14,6 +14,8 @@ from typing import Iterable, Iterator
 
 import torch
 
+from ..errors import DataError
+
 __all__ = ["Dataset", "iter_batches"]
 
 
@@ -78,8 +80,6 @@ class Dataset:
             >>> len(val.y_train), len(val.y_test)
             (1078, 360)
         """
-        from ..errors import DataError
-
         n = len(self.y_train)
         if not (0 < fraction < 1) or not 1 <= round(n * fraction) < n:
             raise DataError(f"`fraction` must leave records on both sides of a split of {n}. Got {fraction!r}.")

@@ -21,7 +21,7 @@ from torch import nn
 from ..config import Config
 from ..errors import DataError, MMGenError, NotFittedError
 
-__all__ = ["FeatureMap", "class_mean_matching_loss", "register", "create", "from_spec", "list_feature_maps"]
+__all__ = ["FeatureMap", "class_mean_matching_loss", "matching_loss_from_sums", "register", "create", "from_spec", "list_feature_maps"]
 
 
 class FeatureMap(nn.Module):
@@ -198,11 +198,27 @@ def class_mean_matching_loss(
     n_classes = targets.shape[0]
     counts = torch.bincount(y, minlength=n_classes).to(phi.dtype)
     sums = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device).index_add(0, y, phi)  # (C, D)
+    squares = None
+    if unbiased:
+        squares = torch.zeros(n_classes, dtype=phi.dtype, device=phi.device).index_add(0, y, (phi * phi).sum(dim=1))
+    return matching_loss_from_sums(sums, counts, targets, squares=squares)
+
+
+def matching_loss_from_sums(
+    sums: torch.Tensor, counts: torch.Tensor, targets: torch.Tensor, *, squares: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`class_mean_matching_loss` from per-class batch statistics (shared with the fused kernels).
+
+    Args:
+        sums ((C, D) Tensor): ``S_c``, the per-class sums of the batch's features.
+        counts ((C,) Tensor): ``n_c``.
+        targets ((C, D) Tensor): the released class-wise mean embeddings.
+        squares ((C,) Tensor or None): ``Σ_{i: y_i = c} ‖φ_i‖²`` for the unbiased estimate; None for the biased one.
+    """
     present = counts > 0
-    n, s, t = counts[present], sums[present], targets[present].to(phi.dtype)
-    if not unbiased:
+    n, s, t = counts[present], sums[present], targets[present].to(sums.dtype)
+    if squares is None:
         return ((s / n[:, None] - t) ** 2).sum()
-    squares = torch.zeros(n_classes, dtype=phi.dtype, device=phi.device).index_add(0, y, (phi * phi).sum(dim=1))
     cross = (t * t).sum(dim=1) - 2.0 * (t * s).sum(dim=1) / n  # (C',) ‖t‖² − 2⟨t, S⟩/n
     ss = (s * s).sum(dim=1)
     quad = torch.where(n > 1, (ss - squares[present]) / (n * (n - 1)).clamp(min=1.0), ss / (n * n))

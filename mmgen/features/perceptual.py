@@ -202,8 +202,8 @@ class _Backbone(nn.Module):
         self.net, self.digest = load_backbone(model, weights, seed)
         self.layers = layers
         self._hooked: dict[str, torch.Tensor] = {}
-        order = [name for name, _ in self.net.named_modules()]
-        modules = dict(self.net.named_modules())
+        modules = dict(self.net.named_modules())  # in definition order
+        order = list(modules)
         for name in layers:
             if name != "head" and name not in modules:
                 raise MMGenError(f"Layer {name!r} not in {model}. Use 'head' or module names such as 'blocks.3'.")
@@ -265,8 +265,15 @@ class _Backbone(nn.Module):
         if c is not None and c[0]() is key and c[1] == state:
             return c[2]
         out = compute()
-        self._cache = (weakref.ref(key), state, out)
+        token = object()
+        self._cache = (weakref.ref(key), state, out, token)
+        # Drop the cached features with their input: after a release they are features of private records.
+        weakref.finalize(key, self._forget, token)
         return out
+
+    def _forget(self, token: object) -> None:
+        if self._cache is not None and self._cache[3] is token:
+            self._cache = None
 
 
 @functools.lru_cache(maxsize=4)
