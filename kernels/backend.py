@@ -4,7 +4,9 @@
 device and the ``triton`` package (or ``TRITON_INTERPRET=1``, which runs the
 kernels on the CPU for testing); asking for it when neither is there raises.
 ``"auto"`` picks Triton for CUDA tensors when it is importable, else torch,
-and logs its choice once per op.
+and logs its choice once per op and process, at INFO on the ``mmgen.kernels``
+logger: the ``mmgen`` command shows it on stderr; as a library it stays quiet
+unless the caller configures logging (e.g. ``logging.basicConfig(level="INFO")``).
 """
 
 from __future__ import annotations

@@ -21,9 +21,11 @@ IEEE S&P 2021) instantiates the strongest adversary it can:
 2. **Mechanism.** The exact class-conditional sums of D and D' are computed
    once with :func:`mmgen.release.accumulate`, turned into the release vector
    ``V = [a·S, b·n]`` exactly as :func:`mmgen.release.finalize` does, and each
-   trial applies only :func:`mmgen.privacy.gaussian_mechanism` with the
-   release's noise multiplier and sensitivity — exactly the mechanism being
-   audited. Only the rows where V(D) and V(D') differ are noised: the
+   trial applies only :func:`mmgen.privacy.simulated_gaussian_mechanism` with the
+   release's noise multiplier and sensitivity — the law of the mechanism being
+   audited, from a fast sampler (the release's floating-point-safe OpenDP
+   sampler is too slow for millions of trials; the audit's outputs are never
+   published). Only the rows where V(D) and V(D') differ are noised: the
    mechanism adds independent noise per coordinate, so the other rows are
    independent of the test and have the same law under D and D'.
 3. **Test.** The likelihood-ratio (Neyman–Pearson) statistic of Gaussian
@@ -62,12 +64,12 @@ import torch
 
 from .data.base import Dataset, iter_batches
 from .errors import DataError, MMGenError, PrivacyError
-from .features import FeatureMap
+from .features import FeatureMap, default_budget_split
 from .privacy import (
     check_epsilon_delta,
     check_neighbouring,
     epsilon_for,
-    gaussian_mechanism,
+    simulated_gaussian_mechanism,
     sensitivity,
     split_noise_multipliers,
 )
@@ -240,7 +242,7 @@ def _noisy_scores(base, reference, direction, stds, multipliers, sens, noise_sca
         for k, (b, ref, v, s) in enumerate(zip(base, reference, direction, stds)):
             stacked = b.unsqueeze(0).expand(m, *b.shape).contiguous()  # (m, r, D_k): m copies of the exact rows
             noise_seed = None if seed is None else seed + 1000 * call + k
-            noisy = gaussian_mechanism(stacked, noise_multiplier=multipliers[k] * noise_scale,
+            noisy = simulated_gaussian_mechanism(stacked, noise_multiplier=multipliers[k] * noise_scale,
                                        sensitivity=sens[k], noise_seed=noise_seed)  # fmt: skip
             t += ((noisy - ref) * v).sum(dim=(1, 2)) / (s * s)  # (m,) projections onto v_k
         out.append(t)
@@ -391,12 +393,11 @@ def audit(
         raise PrivacyError(f"`count_weight` must be in (0, 1). Got {count_weight!r}.")
     x, y, n_classes, bounds = _resolve_data(data, n_records, n_classes, bounds)
     input_shape = tuple(x.shape[1:])
-    default_split = None
+    default_split = default_budget_split(features)  # as mmgen.release: a bundle name brings its own split
     if isinstance(features, str):
-        from .features import BUNDLES, create, default_budget_split, statistics
+        from .features import BUNDLES, create, statistics
 
         if "," in features or features in BUNDLES:  # a statistics spec: several Gaussian statistics
-            default_split = default_budget_split(features)
             features = statistics(features, input_shape=input_shape, bounds=bounds, options={"*": dict(feature_options or {})})
         else:
             features = create(features, input_shape=input_shape, bounds=bounds, **(feature_options or {}))
@@ -406,7 +407,7 @@ def audit(
     if budget_split is not None:
         shares = [float(w) for w in budget_split]
     else:
-        shares = default_split if default_split is not None else [1.0] * len(fmaps)
+        shares = default_split
     if len(shares) != len(fmaps):
         raise PrivacyError(f"`budget_split` needs one weight per statistic ({len(fmaps)}). Got {len(shares)}.")
     multipliers, sens = _calibration(fmaps, epsilon, delta, neighbouring, shares, count_weight)

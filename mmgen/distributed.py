@@ -5,17 +5,35 @@ exact class-conditional sums of its shard with :func:`mmgen.release.accumulate`:
 
     S_k^{(r)}[c] = Σ_{i ∈ shard r, y_i = c} φ_k(x_i),      n^{(r)}_c = #{i ∈ shard r : y_i = c}
 
-One all-reduce (SUM) of the float64 vector ``[S_0, …, S_K, n]`` gives every
-rank ``S_k = Σ_r S_k^{(r)}`` and ``n = Σ_r n^{(r)}``, the sums one process
-would get over the whole data up to floating-point summation order. Rank 0
-alone then calls :func:`mmgen.release.finalize`, which adds the Gaussian noise
-once: the mechanism, its sensitivity and (ε, δ) are exactly those of
-:func:`mmgen.release.release` on the union of the shards.
+One ``gather`` of the float64 vectors ``v^{(r)} = [S_0^{(r)}, …, S_K^{(r)}, n^{(r)}]``
+to rank 0 of the group (the *noising rank*) lets that rank alone form
+``S_k = Σ_r S_k^{(r)}`` and ``n = Σ_r n^{(r)}`` (summed in float64 in rank
+order: the sums one process would get over the whole data up to
+floating-point summation order). It then calls :func:`mmgen.release.finalize`,
+which adds the Gaussian noise once: the mechanism, its sensitivity and
+(ε, δ) are exactly those of :func:`mmgen.release.release` on the union of
+the shards.
 
-Trust boundary: the un-noised per-shard sums travel between the ranks and
-rank 0 sees the un-noised totals. Run it only where every process may read the
-private data (one organisation's GPUs or nodes); it is not a federated
-protocol between distrusting parties.
+Who holds what (the reason for a gather rather than a reduce): in a gather
+every rank sends its own vector straight to the noising rank, so a rank
+other than the noising one only ever holds the exact sums of its *own*
+shard, never the totals nor another rank's sums. A ``reduce``/``all_reduce``
+would not give that: gloo's reduce is a ring reduce-scatter followed by a
+gather, which leaves in each rank's buffer partial sums over subsets of
+ranks and the *exact total* of one 1/W-th of the coordinates, and NCCL's
+ring/tree reduce likewise passes partial sums through intermediate ranks.
+The price is memory on the noising rank: W vectors of ``Σ_k C·D_k + C``
+float64 values during the exchange.
+
+Trust boundary: the noising rank sees every shard's exact sums and the exact
+totals before noise; the exact per-shard sums travel, unencrypted, over the
+process group's transport (network, NCCL's buffers and relays). Run it only
+where every process may read the private data (one organisation's GPUs or
+nodes); it is not a federated protocol between distrusting parties. What it
+does guarantee is that no other rank's tensors, return value or logs hold
+exact totals, and that the only thing the other ranks learn from the exchange
+is whether there was any record at all (they raise with the noising rank on
+empty data).
 """
 
 from __future__ import annotations
@@ -31,7 +49,7 @@ import torch.distributed as dist
 
 from .data.base import as_batches
 from .errors import DataError, MMGenError, PrivacyError
-from .features import FeatureMap
+from .features import FeatureMap, default_budget_split
 from .privacy import check_epsilon_delta, check_neighbouring, split_noise_multipliers
 from .release import DEFAULT_COUNT_WEIGHT, Release, _feature_maps, accumulate, finalize
 
@@ -44,12 +62,43 @@ def _collective_device(group) -> torch.device:
     return torch.device("cpu")
 
 
+def _noising_rank(group) -> int:
+    """The global rank of rank 0 of ``group``: the one rank that holds exact totals and adds the noise."""
+    return dist.get_global_rank(group, 0) if group is not None else 0
+
+
+def _gather_sums(sums: list[torch.Tensor], counts: torch.Tensor, group, device: torch.device) -> torch.Tensor | None:
+    """Sends this rank's exact sums to the noising rank; returns their totals there and ``None`` elsewhere.
+
+    The vector ``[S_0^{(r)}, …, S_K^{(r)}, n^{(r)}]`` (float64, Σ_k C·D_k + C values) goes
+    point-to-point to the noising rank (``dist.gather``), which sums the W vectors in rank
+    order on the CPU. No other rank receives anything. Every buffer of exact sums that is
+    not returned (this rank's vector, the gathered vectors, ``sums`` and ``counts``) is
+    zeroed before returning.
+    """
+    flat = torch.cat([s.reshape(-1) for s in sums] + [counts]).to(device)  # float64: Σ_k C·D_k + C
+    noising = dist.get_rank(group) == 0
+    parts = [torch.empty_like(flat) for _ in range(dist.get_world_size(group))] if noising else None
+    dist.gather(flat, gather_list=parts, dst=_noising_rank(group), group=group)
+    total = None
+    if noising:
+        total = parts[0].cpu().clone()
+        for part in parts[1:]:  # rank order: the same summation order on every run
+            total += part.cpu()
+        for part in parts:
+            part.zero_()
+    flat.zero_()
+    for t in list(sums) + [counts]:
+        t.zero_()
+    return total
+
+
 def _check_same_everywhere(config: dict, group, device: torch.device) -> None:
     """Raises on every rank if the public configuration differs between ranks."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).digest()
     mine = torch.tensor(list(digest), dtype=torch.int64, device=device)
     first = mine.clone()
-    dist.broadcast(first, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    dist.broadcast(first, src=_noising_rank(group), group=group)
     same = torch.tensor([int(torch.equal(mine, first))], dtype=torch.int64, device=device)
     dist.all_reduce(same, op=dist.ReduceOp.MIN, group=group)
     if not int(same.item()):
@@ -89,14 +138,14 @@ def release_distributed(
     Args:
         x ((N_r, *input_shape) Tensor or iterable of (x, y) batches): this rank's shard (may be empty).
         y ((N_r,) Tensor): this rank's labels in ``[0, n_classes)``.
-        features: feature-map name(s) or instances, identical on every rank
+        features: feature-map name(s) or bundles (expanded as in :func:`mmgen.release`) or instances, identical on every rank
             (instances are placed where their buffers are, e.g. this rank's GPU).
         epsilon, delta: the privacy budget of the whole release.
         n_classes: the declared (public) number of classes.
         input_shape: shape of one record (default ``x.shape[1:]``; required for iterables).
         bounds: the declared public domain ``(low, high)``.
         neighbouring: ``"add-remove"`` or ``"replace-one"``.
-        budget_split: shares of μ² per statistic (default equal).
+        budget_split: shares of μ² per statistic (default: each bundle's default, else equal).
         count_weight: b, the weight of the count coordinate.
         clip: clip values into the domain instead of refusing them.
         batch_size: records per batch when ``x`` is a tensor.
@@ -107,8 +156,11 @@ def release_distributed(
         group: the process group (``torch.distributed`` must be initialised).
 
     Returns:
-        The :class:`~mmgen.release.Release` on rank 0 of ``group``; ``None`` on
-        every other rank (they never see noisy or exact totals beyond the all-reduce).
+        The :class:`~mmgen.release.Release` on rank 0 of ``group`` (the noising
+        rank); ``None`` on every other rank. Those ranks send their own shard's
+        exact sums to rank 0 and receive neither the exact totals nor the noisy
+        release (read the file written to ``path``, or broadcast it yourself:
+        it is public).
 
     Raises:
         MMGenError: ``torch.distributed`` is not initialised, or the ranks disagree on the settings.
@@ -134,7 +186,7 @@ def release_distributed(
     input_shape = tuple(int(s) for s in input_shape)
     bounds = (float(bounds[0]), float(bounds[1]))
     fmaps = _feature_maps(features, input_shape, bounds)
-    shares = [1.0] * len(fmaps) if budget_split is None else [float(w) for w in budget_split]
+    shares = default_budget_split(features) if budget_split is None else [float(w) for w in budget_split]
     if len(shares) != len(fmaps):
         raise PrivacyError(f"`budget_split` needs one weight per statistic ({len(fmaps)}). Got {len(shares)}.")
     split_noise_multipliers(epsilon, delta, shares)
@@ -149,21 +201,24 @@ def release_distributed(
 
     batches = as_batches((x, y) if isinstance(x, torch.Tensor) else x, batch_size)
     sums, counts = accumulate(batches, fmaps, n_classes, input_shape, bounds, clip=clip)
-    flat = torch.cat([s.reshape(-1) for s in sums] + [counts]).to(device)  # float64: Σ_k C·D_k + C
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)  # the one exchange of private (exact) sums
-    flat = flat.cpu()
-    if float(flat[-n_classes:].sum()) == 0:
+    flat = _gather_sums(sums, counts, group, device)  # the one exchange of private (exact) sums
+    empty = torch.tensor([int(flat is not None and float(flat[-n_classes:].sum()) == 0)], device=device)
+    dist.broadcast(empty, src=_noising_rank(group), group=group)  # one public bit: was there any record?
+    if int(empty.item()):
         raise DataError("The data is empty on every rank: a release needs at least one record.")
-    if dist.get_rank(group) != 0:
+    if flat is None:  # not the noising rank: it sent its own sums and holds nothing else
         return None
     total, offset = [], 0
     for s in sums:
         total.append(flat[offset : offset + s.numel()].view_as(s))
         offset += s.numel()
-    rel = finalize(
-        total, flat[offset:], fmaps, epsilon=epsilon, delta=delta, neighbouring=neighbouring, budget_split=shares,
-        count_weight=count_weight, noise_seed=noise_seed, schema=schema,
-    )  # fmt: skip
+    try:
+        rel = finalize(
+            total, flat[offset:], fmaps, epsilon=epsilon, delta=delta, neighbouring=neighbouring,
+            budget_split=shares, count_weight=count_weight, noise_seed=noise_seed, schema=schema,
+        )  # fmt: skip
+    finally:
+        flat.zero_()  # the exact totals live only until the noise is added
     rel.metadata["distributed"] = {"world_size": dist.get_world_size(group), "backend": str(dist.get_backend(group))}
     if path is not None:
         rel.save(Path(path))

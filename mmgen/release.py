@@ -35,8 +35,11 @@ import torch
 from . import __version__
 from .data.base import Dataset, as_batches
 from .errors import DataError, FormatError, MMGenError, PrivacyError
-from .features import FeatureMap, create, from_spec
+from .features import FeatureMap, default_budget_split, from_spec, statistics
+from .privacy.bounds import check_rounding_budget, fixed_point_class_sums, from_fixed_point
 from .privacy import (
+    NOISE_SOURCE,
+    SEEDED_NOISE_SOURCE,
     check_epsilon_delta,
     check_neighbouring,
     composed_noise_multiplier,
@@ -48,6 +51,7 @@ from .privacy import (
 
 __all__ = ["Release", "Statistic", "release", "accumulate", "finalize", "FORMAT", "FORMAT_VERSION", "DEFAULT_COUNT_WEIGHT"]
 
+_CHUNK_ELEMENTS = 1 << 23  # float64 feature values held at once on the release path (64 MiB)
 FORMAT = "mmgen.release"
 FORMAT_VERSION = 1
 DEFAULT_COUNT_WEIGHT = 0.3
@@ -371,14 +375,16 @@ def release(
             ``(x, y)`` batches (then ``y`` is None and ``n_classes`` and
             ``input_shape`` are required).
         y ((N,) Tensor): integer labels in ``[0, n_classes)``.
-        features: a feature-map name, an instance (set up or not), or a list of
-            them for a multi-statistic release.
+        features: a feature-map or bundle name (bundles expand exactly as in the CLI:
+            ``"hermite"`` is hermite + hermite-product, ``"perceptual"`` both moments;
+            comma lists allowed), an instance (set up or not), or a list of them for a
+            multi-statistic release.
         epsilon, delta: the privacy budget of the whole release.
         n_classes: the declared (public) number of classes.
         input_shape: the declared shape of one record (defaults to ``x.shape[1:]``).
         bounds: the declared public domain ``(low, high)``; default ``(0, 1)``.
         neighbouring: ``"add-remove"`` (default) or ``"replace-one"``.
-        budget_split: shares of μ² per statistic (default equal).
+        budget_split: shares of μ² per statistic (default: each bundle's split, 1 per other statistic).
         count_weight: b, the weight of the count coordinate (``a = sqrt(1 − b²)``).
         clip: clip values into the domain instead of refusing them (recorded).
         batch_size: records per batch when ``x`` is a tensor.
@@ -426,13 +432,12 @@ def release(
     input_shape = tuple(int(s) for s in input_shape)
 
     fmaps = _feature_maps(features, input_shape, bounds)
-    shares = [1.0] * len(fmaps) if budget_split is None else [float(w) for w in budget_split]
+    shares = default_budget_split(features) if budget_split is None else [float(w) for w in budget_split]
     if len(shares) != len(fmaps):
         raise PrivacyError(f"`budget_split` needs one weight per statistic ({len(fmaps)}). Got {len(shares)}.")
     split_noise_multipliers(epsilon, delta, shares)  # validates the split before the data is read
     batches = as_batches((x, y) if isinstance(x, torch.Tensor) else x, batch_size)
-    total = len(x) if isinstance(x, torch.Tensor) else None
-    sums, counts = accumulate(batches, fmaps, n_classes, input_shape, bounds, clip=clip, progress=progress, total=total)
+    sums, counts = accumulate(batches, fmaps, n_classes, input_shape, bounds, clip=clip, progress=progress)
     if float(counts.sum()) == 0:
         raise DataError("The data is empty: a release needs at least one record.")
     return finalize(
@@ -452,7 +457,6 @@ def accumulate(
     *,
     clip: bool = False,
     progress: bool = False,
-    total: int | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The exact (un-noised) class-conditional sums and counts of a stream of batches.
 
@@ -460,31 +464,55 @@ def accumulate(
     private: they must go through :func:`finalize` (which adds the noise)
     before anything leaves the process.
 
+    Every record's features are computed at the map's release precision
+    (:meth:`~mmgen.features.FeatureMap.release_features`, float64 where the map
+    can), capped to the map's ``max_norm`` in float64, rounded per record to a
+    fixed-point grid and summed as integers (:mod:`mmgen.privacy.bounds`): the
+    sums are exact and do not depend on the order or the batching of the
+    records, so one record added or removed moves them by that record's row alone.
+
     Returns:
         ``(sums, counts)``: one (C, D_k) float64 tensor per feature map and a (C,) float64 tensor.
+
+    Raises:
+        DataError: a batch is malformed, or a feature map produced NaN or inf (named by statistic).
     """
-    sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.float64) for f in fmaps]
-    counts = torch.zeros(n_classes, dtype=torch.float64)
+    for f in fmaps:
+        check_rounding_budget(f.output_dim)
+    sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.int64) for f in fmaps]
+    counts = torch.zeros(n_classes, dtype=torch.int64)
+    names = _unique_names(list(fmaps))
+    rows = max(1, min(4096, *(_CHUNK_ELEMENTS // max(f.output_dim, 1) for f in fmaps)))  # records per float64 chunk
     seen = 0
-    bar = _progress(progress, total)
+    bar = _progress(progress)
     try:
         with torch.no_grad(), _closing(bar):
             for xb, yb in batches:
                 xb, yb = _check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
                 if not len(yb):
                     continue
-                for acc, f in zip(sums, fmaps):
-                    device = _device_of(f)
-                    acc += f.class_sums(xb.to(device), yb.to(device), n_classes).to(torch.float64).cpu()
-                counts += torch.bincount(yb.cpu(), minlength=n_classes).to(torch.float64)
+                for start in range(0, len(yb), rows):
+                    xc, yc = xb[start : start + rows], yb[start : start + rows]
+                    for acc, f, name in zip(sums, fmaps, names):
+                        device = _device_of(f)
+                        phi = f.release_features(xc.to(device))
+                        if not bool(torch.isfinite(phi).all()):
+                            raise DataError(
+                                f"Statistic {name!r}: the feature map produced NaN or inf for some records, so no "
+                                "release was made (a non-finite value would survive the noise and show its class). "
+                                "Check the map's options and weights."
+                            )
+                        acc += fixed_point_class_sums(phi, yc.to(device), n_classes, f.max_norm).cpu()
+                        del phi
+                counts += torch.bincount(yb.cpu(), minlength=n_classes)
                 seen += len(yb)
                 if bar is not None:
-                    bar.update(len(yb))
+                    bar.update(1)
     finally:
         from mmgen.kernels.rff import clear_workspace
 
         clear_workspace()  # the kernels' reused buffer holds features of the last private chunk
-    return sums, counts
+    return [from_fixed_point(acc) for acc in sums], counts.to(torch.float64)
 
 
 def finalize(
@@ -511,10 +539,15 @@ def finalize(
             f"finalize needs one sum, one feature map and one budget weight per statistic. "
             f"Got {len(sums)} sums, {len(fmaps)} feature maps, {len(budget_split)} weights."
         )
+    names = _unique_names(list(fmaps))
+    for name, acc in zip(names, sums):
+        if not bool(torch.isfinite(acc).all()):
+            raise DataError(f"Statistic {name!r}: its exact sums hold NaN or inf; no release was made.")
+    if not bool(torch.isfinite(counts).all()):
+        raise DataError("The class counts hold NaN or inf; no release was made.")
     multipliers = split_noise_multipliers(epsilon, delta, budget_split)
     total = sum(budget_split)
     shares = [w / total for w in budget_split]
-    names = _unique_names(list(fmaps))
     b = float(count_weight)
     a = math.sqrt(1.0 - b * b)
     stats = []
@@ -547,7 +580,7 @@ def finalize(
             "epsilon_check": epsilon_for(composed, delta),
             "budget_split": shares,
             "for_publication": noise_seed is None,
-            "noise_source": "os.urandom" if noise_seed is None else "seeded (test only)",
+            "noise_source": NOISE_SOURCE if noise_seed is None else SEEDED_NOISE_SOURCE,
         },
         "data": dict(schema),
         "statistics": [s.header() for s in stats],
@@ -556,14 +589,26 @@ def finalize(
 
 
 def _feature_maps(features, input_shape, bounds) -> list[FeatureMap]:
+    """The feature maps of ``features``, set up and checked; a name expands as the CLI expands it.
+
+    A name (or comma-separated spec) goes through :func:`mmgen.features.statistics`, so a bundle
+    such as ``"hermite"`` or ``"perceptual"`` gives its several statistics, in the same order and
+    with the same specs as ``mmgen release --features NAME``; :func:`mmgen.features.default_budget_split`
+    gives the matching default split.
+    """
     items = [features] if isinstance(features, (str, FeatureMap)) else list(features)
     if not items:
         raise MMGenError("`features` is empty: name at least one feature map.")
-    out = []
+    maps = []
     for item in items:
-        f = create(item, input_shape=input_shape, bounds=bounds) if isinstance(item, str) else item
-        if not isinstance(f, FeatureMap):
+        if isinstance(item, str):
+            maps.extend(statistics(item, input_shape=input_shape, bounds=bounds))
+        elif isinstance(item, FeatureMap):
+            maps.append(item)
+        else:
             raise MMGenError(f"`features` must hold names or FeatureMap instances. Got {type(item).__name__}.")
+    out = []
+    for f in maps:
         if not f.is_setup:
             f.setup(input_shape, bounds)
         elif tuple(f.input_shape_) != tuple(input_shape) or tuple(f.bounds_) != tuple(bounds):
@@ -601,9 +646,10 @@ def _closing(bar):
             bar.close()
 
 
-def _progress(enabled: bool, total: int | None):
+def _progress(enabled: bool):
+    """A progress bar that counts batches, with no total: the console never shows the number of records."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="release", unit="rec")
+    return tqdm(desc="release", unit=" batches")

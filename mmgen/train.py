@@ -9,13 +9,19 @@ generate ``x_i = G(z_i, y_i)`` and minimise
 with Adam (Harder et al., DP-MERF, AISTATS 2021, eq. 7, class-conditional
 form). Only the release is in scope here: ``fit`` takes a :class:`Release`,
 never a data set.
+
+After the first few steps, :func:`fit` logs how long the whole run should take
+(INFO on the ``mmgen.train`` logger, which the ``mmgen`` command shows on stderr;
+the library itself stays quiet unless logging is configured).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +36,9 @@ __all__ = ["TrainConfig", "Trained", "fit", "CHECKPOINT_FORMAT", "CHECKPOINT_VER
 
 CHECKPOINT_FORMAT = "mmgen.checkpoint"
 CHECKPOINT_VERSION = 1
+TIMED_STEPS = 5  # steps timed after the first (which pays for warm-up) before the run's duration is estimated
+
+log = logging.getLogger("mmgen.train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,11 +199,14 @@ def fit(
     """Trains a generator to match a release's class-wise mean embeddings.
 
     Args:
-        generator: a :class:`Generator`, or ``"conv"`` / ``"mlp"`` to build one
-            shaped for the release (seeded by ``config.seed``).
+        generator: a :class:`Generator`, or a name (``"auto"``, ``"conv"``, ``"mlp"``,
+            ``"resnet"``) to build one shaped for the release (seeded by ``config.seed``);
+            ``"auto"`` picks ``"conv"`` for (C, H, W) images and ``"mlp"`` for vectors
+            (:func:`mmgen.generators.for_release`).
         release: the :class:`Release` (the only input derived from private data).
         config: a :class:`TrainConfig`; or give its fields as keyword options.
-        progress: show a progress bar.
+        progress: show a progress bar. Either way, the expected duration of the run is
+            logged (INFO, ``mmgen.train``) once the first ``1 + TIMED_STEPS`` steps are timed.
         checkpoint: if given, the checkpoint is written there after every epoch.
         resume: a checkpoint of an interrupted run on the same release to
             continue from; the result equals an uninterrupted run with the same seed.
@@ -245,6 +257,8 @@ def fit(
 
         bar = tqdm(total=config.epochs * config.steps_per_epoch, initial=result.epochs_done * config.steps_per_epoch,
                    desc="fit", unit="step")  # fmt: skip
+    remaining = (config.epochs - result.epochs_done) * config.steps_per_epoch
+    timer = _StepTimer(remaining, config.epochs * config.steps_per_epoch)
     for _ in range(result.epochs_done, config.epochs):
         total = 0.0
         for _ in range(config.steps_per_epoch):
@@ -258,6 +272,7 @@ def fit(
             loss.backward()
             opt.step()
             total += float(loss.detach())
+            timer.step()
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
@@ -273,3 +288,29 @@ def fit(
         bar.close()
     generator.eval()
     return result
+
+
+class _StepTimer:
+    """Times the first ``1 + TIMED_STEPS`` steps of a run, then logs the run's expected duration once."""
+
+    def __init__(self, remaining: int, total: int):
+        self.remaining, self.total, self.done = remaining, total, 0
+        self.start = self.after_first = time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if self.done == 1:
+            self.after_first = now
+        if self.done != min(self.remaining, 1 + TIMED_STEPS):
+            return
+        first = self.after_first - self.start
+        per_step = (now - self.after_first) / (self.done - 1) if self.done > 1 else first
+        expected = first + per_step * (self.remaining - 1)
+        what = f"{self.remaining} steps" if self.remaining == self.total else f"the remaining {self.remaining} of {self.total} steps"
+        log.info("fit: %s for %s (%.3g s a step; %.1f s so far)", _about(expected), what, per_step, now - self.start)
+
+
+def _about(seconds: float) -> str:
+    """``"about 40 s"`` under 90 seconds, else ``"about 3 min"``."""
+    return f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {round(seconds / 60)} min"

@@ -54,7 +54,7 @@ def test_npz(tmp_path):
     y = np.arange(30) % 3
     np.savez(tmp_path / "d.npz", x=x, y=y, n_classes=np.array(3))
     ds = mmgen.data.load(f"npz:{tmp_path / 'd.npz'}")
-    assert ds.n_classes == 3 and ds.input_shape == (2, 3) and len(ds.y_train) + len(ds.y_test) == 30
+    assert ds.n_classes == 3 and ds.input_shape == (2, 3) and len(ds.y_train) == 30 and len(ds.y_test) == 0
     np.savez(tmp_path / "bad.npz", x=x)
     with pytest.raises(DataError, match="'x' and 'y'"):
         mmgen.data.load(f"npz:{tmp_path / 'bad.npz'}")

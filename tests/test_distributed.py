@@ -1,4 +1,5 @@
-"""A release over 2 processes (gloo, CPU) equals the one-process release up to summation order."""
+"""A release over 2 processes (gloo, CPU) equals the one-process release up to summation order, and only the
+noising rank (rank 0) ever holds the exact totals."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import mmgen
+from mmgen.data.base import as_batches
 from mmgen.distributed import release_distributed
 from mmgen.errors import MMGenError
+from mmgen.release import accumulate
 
 WORLD = 2
 SETTINGS = dict(epsilon=2.0, delta=1e-5, n_classes=10, noise_seed=7, data_name="digits")
@@ -23,13 +26,57 @@ def _fmap(seed=3):
     return mmgen.features.create("rff", input_shape=(1, 8, 8), n_features=200, seed=seed, backend="torch")
 
 
+# Every torch.distributed call that moves tensors; the recorder wraps them all, so an implementation that
+# switched to another collective (reduce, all_gather, send/recv, ...) is still observed.
+_COLLECTIVES = (
+    "all_reduce", "reduce", "broadcast", "gather", "all_gather", "all_gather_into_tensor", "scatter",
+    "reduce_scatter", "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "send", "recv", "isend", "irecv",
+)  # fmt: skip
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _tensors(item)
+
+
+def _record_collectives(log: list) -> None:
+    """TEST HOOK (in the spawned worker only): after every collective, copies each tensor it was given.
+
+    What a rank "received" is whatever its tensors hold once the call returns (in-place collectives write
+    into their argument; gather writes into ``gather_list``).
+    """
+    for name in _COLLECTIVES:
+        if not hasattr(dist, name):
+            continue
+        original = getattr(dist, name)
+
+        def wrapped(*args, _original=original, _name=name, **kwargs):
+            work = _original(*args, **kwargs)
+            if work is not None and hasattr(work, "wait"):
+                work.wait()
+            for t in _tensors(list(args) + list(kwargs.values())):
+                log.append((_name, t.detach().cpu().clone()))
+            return work
+
+        setattr(dist, name, wrapped)
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         ds = mmgen.data.load_digits()
         x, y = ds.x_train[rank::WORLD], ds.y_train[rank::WORLD]  # disjoint shards (719 and 718 records)
+        # This rank's own exact sums, computed as release_distributed computes them (same batches, same threads).
+        sums, counts = accumulate(as_batches((x, y), 4096), [_fmap()], 10, (1, 8, 8), (0.0, 1.0))
+        own = torch.cat([s.reshape(-1) for s in sums] + [counts])
+        log: list = []
+        _record_collectives(log)
         rel = release_distributed(x, y, _fmap(), path=f"{out_dir}/dist.mmgen" if rank == 0 else None, **SETTINGS)
+        torch.save({"own": own, "seen": log}, f"{out_dir}/seen{rank}.pt")
         result = {"is_none": rel is None}
         try:  # every rank must refuse settings that differ between ranks
             release_distributed(x, y, _fmap(seed=rank), **SETTINGS)
@@ -69,6 +116,23 @@ def test_two_process_release_equals_single_process(tmp_path):
     torch.testing.assert_close(g.sums.double(), w.sums.double(), rtol=1e-6, atol=1.01 * step)
     torch.testing.assert_close(g.counts.double(), w.counts.double(), rtol=1e-6, atol=1.01 * step)
     assert not got.for_publication
+
+    # Only the noising rank (0) may hold the exact totals. Every tensor rank 1 handed to or got back from a
+    # collective is either its own shard's exact sums, unchanged, or a small public integer tensor (the
+    # settings digest, the "any record?" bit). An all-reduce, or a ring/tree reduce, leaves totals or
+    # partial sums of other ranks in rank 1's buffer and fails here.
+    sums, counts = accumulate(as_batches((ds.x_train, ds.y_train), 4096), [_fmap()], 10, (1, 8, 8), (0.0, 1.0))
+    exact_total = torch.cat([s.reshape(-1) for s in sums] + [counts])
+    seen = [torch.load(tmp_path / f"seen{r}.pt") for r in range(WORLD)]
+    for name, t in seen[1]["seen"]:
+        if t.is_floating_point() or t.numel() > 32:
+            assert t.shape == seen[1]["own"].shape and torch.equal(t, seen[1]["own"]), f"rank 1 received data via {name}"
+            assert not torch.allclose(t, exact_total)
+    assert any(name == "gather" for name, _ in seen[1]["seen"])  # the recorder did see the exchange
+    # The noising rank did receive both shards' sums, and they add up to the exact totals.
+    got_parts = [t for name, t in seen[0]["seen"] if name == "gather" and t.shape == exact_total.shape]
+    assert any(torch.equal(t, seen[1]["own"]) for t in got_parts)
+    torch.testing.assert_close(seen[0]["own"] + seen[1]["own"], exact_total, rtol=1e-12, atol=1e-9)
 
 
 def test_needs_an_initialised_process_group():

@@ -213,7 +213,7 @@ def _bad_cli_cases(tmp_path):
         "int64 x": (_release_argv(f"npz:{_npz(tmp_path, 'int.npz', x=xn.astype(np.int64))}", "OUT"), "must be uint8 or float"),
         "float labels": (_release_argv(f"npz:{_npz(tmp_path, 'fy.npz', y=yn.astype(np.float32))}", "OUT"), "integer array"),
         "1-d records": (_release_argv(f"npz:{_npz(tmp_path, '1d.npz', x=xn[:, 0, 0, 0])}", "OUT"), "input_shape"),
-        "label outside classes": (_release_argv(f"npz:{_npz(tmp_path, 'lab.npz', n_classes=2)}", "OUT"), "labels must be in [0, 2)"),
+        "label outside classes": (_release_argv(f"npz:{_npz(tmp_path, 'lab.npz', n_classes=2)}", "OUT"), "labels 'y' must be in 0..1"),
         "empty": (_release_argv(f"npz:{_npz(tmp_path, 'empty.npz', x=xn[:0], y=yn[:0])}", "OUT"), "empty"),
         "epsilon 0": (["release", "--data", "digits", "--epsilon", "0", "--out", "OUT"], "`epsilon` must be"),
         "epsilon negative": (["release", "--data", "digits", "--epsilon", "-1", "--out", "OUT"], "`epsilon` must be"),

@@ -123,7 +123,7 @@ def test_release_noise_matches_recorded_std(digits):
     assert diff.std().item() == pytest.approx(expected, rel=5 / math.sqrt(2 * n) + 0.01)
     assert abs(diff.mean().item()) < 5 * expected / math.sqrt(n)
     assert stats.kstest(diff.numpy() / expected, "norm").pvalue > 1e-4
-    assert r1.for_publication and r1.metadata["privacy"]["noise_source"] == "os.urandom"
+    assert r1.for_publication and r1.metadata["privacy"]["noise_source"] == mmgen.privacy.NOISE_SOURCE
 
 
 def test_replace_one_release_has_more_noise(digits):

@@ -2,9 +2,9 @@
 
 from .base import Dataset, as_batches, iter_batches
 from .idx import FASHION_MNIST_CLASSES, load_fashion_mnist, load_idx_folder, read_idx
-from .loaders import SPECS, load, load_digits, load_npz
+from .loaders import HOLDOUT_SALT, SPECS, holdout_mask, load, load_digits, load_npz
 
 __all__ = [
-    "Dataset", "iter_batches", "as_batches", "load", "load_digits", "load_npz",
+    "Dataset", "iter_batches", "as_batches", "load", "load_digits", "load_npz", "holdout_mask", "HOLDOUT_SALT",
     "load_fashion_mnist", "load_idx_folder", "read_idx", "FASHION_MNIST_CLASSES", "SPECS",
 ]  # fmt: skip

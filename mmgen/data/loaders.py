@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ..errors import DataError
 from .base import Dataset
 from .idx import load_fashion_mnist, load_idx_folder
 
-__all__ = ["load", "load_digits", "load_npz", "SPECS"]
+__all__ = ["load", "load_digits", "load_npz", "holdout_mask", "SPECS", "HOLDOUT_SALT"]
 
 SPECS = ("digits", "fashion-mnist", "fashion-mnist:FOLDER", "idx:FOLDER", "npz:FILE")
 SPLIT_SEED = 0  # public seed of the fixed train/test split of data sets that ship without one
@@ -28,7 +29,9 @@ def load_digits() -> Dataset:
     """scikit-learn's bundled handwritten digits: 1,797 images of 1×8×8 in [0, 1], 10 classes.
 
     Pixel values 0..16 are divided by 16. The train/test split (80/20) is fixed by
-    a public seed, so every run and every user sees the same split.
+    a public seed, so every run and every user sees the same split. That is fine
+    for this fixed public benchmark; a permutation of N is never used on a
+    user's own data (see :func:`load_npz`).
     """
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -43,19 +46,65 @@ def load_digits() -> Dataset:
     )  # fmt: skip
 
 
-def load_npz(path: str | os.PathLike, *, n_classes: int | None = None) -> Dataset:
+HOLDOUT_SALT = b"mmgen-holdout-v1"  # public salt of the per-record hashed hold-out
+
+
+def holdout_mask(x: np.ndarray, y: np.ndarray, fraction: float, salt: bytes = HOLDOUT_SALT) -> np.ndarray:
+    """Which records go to the hold-out side: a keyed hash of each record's own bytes, nothing else.
+
+    Record i is held out when ``SHA-256(salt ‖ x_i ‖ y_i)``, read as a number in
+    [0, 1), is below ``fraction``. A record's side depends only on that record
+    (and the public salt), never on N or on the other records, so adding or
+    removing one record changes the released side by at most that record.
+
+    Args:
+        x ((N, ...) ndarray): records, as stored in the file.
+        y ((N,) ndarray): labels.
+        fraction: expected share of records held out, in (0, 1).
+        salt: public salt.
+
+    Returns:
+        (N,) bool ndarray, True for held-out records.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.arange(12, dtype=np.float32).reshape(6, 2)
+        >>> m = holdout_mask(x, np.zeros(6, dtype=np.int64), 0.5)
+        >>> bool((holdout_mask(x[::-1], np.zeros(6, dtype=np.int64), 0.5)[::-1] == m).all())  # order-free
+        True
+    """
+    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        raise DataError(f"`holdout` must be a fraction in (0, 1). Got {fraction!r}.")
+    x = np.ascontiguousarray(x)
+    y = np.ascontiguousarray(y.astype(np.int64))
+    cut = int(fraction * 2**64)
+    out = np.empty(len(x), dtype=bool)
+    for i in range(len(x)):
+        digest = hashlib.sha256(salt + x[i].tobytes() + y[i].tobytes()).digest()
+        out[i] = int.from_bytes(digest[:8], "big") < cut
+    return out
+
+
+def load_npz(path: str | os.PathLike, *, n_classes: int | None = None, holdout: float | None = None) -> Dataset:
     """Loads a user's arrays from a ``.npz`` file.
 
-    The file holds ``x`` (N, ...) and ``y`` (N,) and optionally ``x_test``,
-    ``y_test``; without them a fixed 80/20 split is made with a public seed.
+    The file holds ``x`` (N, ...) and ``y`` (N,), and optionally ``x_test``,
+    ``y_test`` and a scalar ``n_classes``. A release uses **every** record of
+    ``x`` — never a subset picked by a rule that depends on N or on the other
+    records. Without ``x_test``/``y_test`` the data set has no test records:
+    evaluation then needs test records of the user's own (a second file), or
+    ``holdout``, a per-record hashed split (see :func:`holdout_mask`) that puts
+    each record on one side by its own bytes alone; the held-out records are
+    not released, and any score computed on them is *not* private.
+
     ``uint8`` values are divided by 255; float values must already lie in the
     declared domain [0, 1] (checked when a release is made). The number of
-    classes is public: pass it, or the file may hold a scalar ``n_classes``;
-    else it defaults to ``max(label) + 1`` *of the declared label set*, which
-    you should avoid for private data (a warning says so).
+    classes is public: pass ``n_classes`` or store it in the file; it is never
+    read off the labels.
 
     Raises:
-        DataError: if the file or an array is missing or malformed.
+        DataError: if the file or an array is missing or malformed, the number of
+            classes is not declared (or declared twice, differently), or a label is outside ``0..K-1``.
     """
     path = Path(path)
     if not path.is_file():
@@ -82,45 +131,76 @@ def load_npz(path: str | os.PathLike, *, n_classes: int | None = None) -> Datase
             raise DataError(f"{path}: '{key}' must be a 1-d integer array. Got {a.dtype} {a.shape}.")
         return torch.from_numpy(a.astype(np.int64))
 
+    declared = None
+    if "n_classes" in data:
+        a = data["n_classes"]
+        if a.size != 1 or not np.issubdtype(a.dtype, np.integer) or int(a.reshape(-1)[0]) < 1:
+            raise DataError(f"{path}: 'n_classes' must be one positive integer. Got {a.dtype} {a.shape}.")
+        declared = int(a.reshape(-1)[0])
+    if n_classes is not None:
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
+            raise DataError(f"`n_classes` must be a positive integer. Got {n_classes!r}.")
+        if declared is not None and declared != int(n_classes):
+            raise DataError(f"{path} declares n_classes={declared} but {int(n_classes)} was given; they must agree.")
+        declared = int(n_classes)
+    if declared is None:
+        raise DataError(
+            f"{path}: the number of classes is not declared (it is public and never read off the labels): "
+            "pass --n-classes K (CLI) or n_classes=K (API), or store a scalar 'n_classes' array in the file."
+        )
+
     x, y = to_x(data["x"], "x"), to_y(data["y"], "y")
     if len(x) != len(y):
         raise DataError(f"{path}: 'x' has {len(x)} records but 'y' has {len(y)} labels.")
-    if "x_test" in data and "y_test" in data:
+    has_test = "x_test" in data and "y_test" in data
+    if has_test:
         x_test, y_test = to_x(data["x_test"], "x_test"), to_y(data["y_test"], "y_test")
+        if len(x_test) != len(y_test):
+            raise DataError(f"{path}: 'x_test' has {len(x_test)} records but 'y_test' has {len(y_test)} labels.")
+        if holdout is not None:
+            raise DataError(f"{path} holds its own test records (x_test, y_test); do not ask for a hold-out too.")
+    elif holdout is not None:
+        held = torch.from_numpy(holdout_mask(data["x"], data["y"], holdout))
+        x, y, x_test, y_test = x[~held], y[~held], x[held], y[held]
     else:
-        train, test = _split(len(y), 0.2)
-        x, y, x_test, y_test = x[train], y[train], x[test], y[test]
-    if n_classes is None and "n_classes" in data:
-        n_classes = int(data["n_classes"])
-    if n_classes is None:
-        import warnings
-
-        n_classes = int(max(int(y.max(initial=0)), int(y_test.max(initial=0)))) + 1 if len(y) else 1
-        warnings.warn(
-            f"{path}: the number of classes was read off the labels ({n_classes}); "
-            "declare it (n_classes array in the file) so that it is public, not data-dependent.",
-            stacklevel=2,
-        )
+        x_test, y_test = x[:0], y[:0]
+    for key, labels in (("y", y), ("y_test", y_test)):
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= declared):
+            raise DataError(f"{path}: labels '{key}' must be in 0..{declared - 1} (n_classes={declared}); some are outside.")
     return Dataset(
         name=f"npz:{path}", x_train=x.contiguous(), y_train=y,
-        x_test=x_test.contiguous(), y_test=y_test, n_classes=n_classes,
+        x_test=x_test.contiguous(), y_test=y_test, n_classes=declared,
     )  # fmt: skip
 
 
-def load(spec: str, *, max_train: int | None = None, max_test: int | None = None) -> Dataset:
+def load(
+    spec: str,
+    *,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    n_classes: int | None = None,
+    holdout: float | None = None,
+) -> Dataset:
     """Loads a data set by spec.
 
     Args:
         spec: ``"digits"``, ``"fashion-mnist"`` (Debian's package or
             ``$MMGEN_DATA/fashion-mnist``), ``"fashion-mnist:FOLDER"``,
             ``"idx:FOLDER"`` (the four standard IDX files) or ``"npz:FILE"``.
-        max_train: keep only the first ``max_train`` training records.
+        max_train: keep only the first ``max_train`` training records (for public benchmarks: a
+            prefix is not a subset a release may take of private data — a record inserted before
+            position ``max_train`` pushes another one out, a replace-one change).
         max_test: keep only the first ``max_test`` test records.
+        n_classes: the declared number of classes of an ``npz:`` file (public; see :func:`load_npz`).
+        holdout: for an ``npz:`` file without test records, the fraction held out by a per-record
+            hash (see :func:`holdout_mask`).
 
     Raises:
         DataError: if the spec is unknown or the data is missing; the message says what to do.
     """
     kind, _, arg = spec.partition(":")
+    if kind != "npz" and (n_classes is not None or holdout is not None):
+        raise DataError(f"`n_classes` and `holdout` apply to npz: files only; {spec!r} declares its own classes and split.")
     if kind == "digits" and not arg:
         ds = load_digits()
     elif kind == "fashion-mnist":
@@ -128,7 +208,7 @@ def load(spec: str, *, max_train: int | None = None, max_test: int | None = None
     elif kind == "idx" and arg:
         return load_idx_folder(arg, name=spec, max_train=max_train, max_test=max_test)
     elif kind == "npz" and arg:
-        ds = load_npz(arg)
+        ds = load_npz(arg, n_classes=n_classes, holdout=holdout)
     else:
         raise DataError(f"Unknown data spec {spec!r}. Known: {', '.join(SPECS)}.")
     if max_train is None and max_test is None:

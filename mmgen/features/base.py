@@ -133,6 +133,22 @@ class FeatureMap(nn.Module):
         out = torch.zeros(n_classes, phi.shape[1], dtype=phi.dtype, device=phi.device)
         return out.index_add_(0, y, phi)  # (C, D) += scatter of (N, D) rows by label
 
+    def release_features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) at the precision of the release path: float64 wherever the map can compute in it.
+
+        The release caps each row's norm and sums in exact fixed point
+        (:mod:`mmgen.privacy.bounds`); computing the features in float64 keeps
+        a record's rounded row independent of the batch it sits in. Maps that
+        run a float32-only network (perceptual) return float32.
+
+        Args:
+            x ((N, *input_shape) Tensor): records inside the declared domain.
+
+        Returns:
+            (N, D) Tensor.
+        """
+        return self(x.to(torch.float64))
+
     def matching_loss(
         self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, *, unbiased: bool = False
     ) -> torch.Tensor:

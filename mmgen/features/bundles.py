@@ -8,6 +8,10 @@ them (μ² = Σ_k μ_k²) and records the budget split.
 
 A *statistics spec* is a comma-separated list of names. A bundle name expands
 to its maps (see :data:`BUNDLES`); any other name is a single registered map.
+A name means the same statistics everywhere: ``mmgen.release(x, y, features="hermite")``,
+``mmgen.distributed.release_distributed``, ``mmgen release --features hermite`` and
+``mmgen audit --features hermite`` all expand it here, with the default split of
+:func:`default_budget_split`.
 Options are given per registered map name (``options={"hermite": {"order": 30}}``)
 or, under the key ``"*"``, to every map whose config has that field.
 
@@ -112,6 +116,30 @@ def statistics(
     return out
 
 
-def default_budget_split(spec: str | Sequence[str]) -> list[float]:
-    """The default weights of μ² per statistic of a spec (equal unless a bundle says otherwise)."""
-    return [w for _, _, w in expand(spec)]
+def default_budget_split(spec: str | FeatureMap | Sequence[str | FeatureMap]) -> list[float]:
+    """The default weights of μ² per statistic (equal unless a bundle says otherwise).
+
+    Args:
+        spec: a statistics spec, or anything :func:`mmgen.release` takes as ``features``:
+            a name or bundle, a :class:`FeatureMap`, or a list mixing them. A name counts
+            as its bundle's statistics (with the bundle's weights); an instance is one
+            statistic of weight 1.
+
+    Returns:
+        One weight per statistic, in release order (what :func:`statistics` builds).
+
+    Raises:
+        MMGenError: an empty spec, an unknown name, or an item that is neither a name nor a feature map.
+    """
+    items = [spec] if isinstance(spec, (str, FeatureMap)) else list(spec)
+    if not items:
+        raise MMGenError(f"A statistics spec is a comma-separated list of names. Got {spec!r}.")
+    out: list[float] = []
+    for item in items:
+        if isinstance(item, FeatureMap):
+            out.append(1.0)
+        elif isinstance(item, str):
+            out.extend(w for _, _, w in expand(item))
+        else:
+            raise MMGenError(f"`features` must hold names or FeatureMap instances. Got {type(item).__name__}.")
+    return out

@@ -183,7 +183,7 @@ class _HermiteBase(FeatureMap):
             (..., K + 1) Tensor of rows of norm 1.
         """
         cfg = self.config
-        psi = hermite_functions(u.to(torch.float32), cfg.order)
+        psi = hermite_functions(u if u.dtype == torch.float64 else u.to(torch.float32), cfg.order)  # float64 on the release path
         weights = torch.tensor([cfg.rho ** (n / 2) for n in range(cfg.order + 1)], dtype=psi.dtype, device=psi.device)
         h = psi * weights  # (..., K+1)
         # the n = 0 term alone is ≥ π^{-1/4} e^{-1/2} ≈ 0.456 on [−1, 1]; the clamp only guards rounding

@@ -105,30 +105,44 @@ class NTKFeatures(FeatureMap):
     def output_dim(self) -> int:
         return self.config.n_outputs * sum(p.numel() for p in self.network_.parameters())
 
-    def jacobian(self, u: torch.Tensor) -> torch.Tensor:
+    def jacobian(self, u: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
         """The unnormalised per-record Jacobian ``∂f_θ(u_i)/∂θ``, flattened.
 
         Args:
             u ((N, d) Tensor): inputs already mapped to [−1, 1].
+            network: the network to differentiate (default ``network_``; the release passes a float64 copy).
 
         Returns:
             (N, n_outputs · P) Tensor, output-major (row o holds ∂f_o/∂θ in ``named_parameters`` order).
         """
         from torch.func import functional_call, jacrev, vmap
 
-        params = {k: v.detach() for k, v in self.network_.named_parameters()}
+        network = self.network_ if network is None else network
+        params = {k: v.detach() for k, v in network.named_parameters()}
 
         def f(p, xi):  # one record (d,) -> (n_outputs,)
-            return functional_call(self.network_, p, (xi[None],))[0]
+            return functional_call(network, p, (xi[None],))[0]
 
         jac = vmap(jacrev(f), in_dims=(None, 0), chunk_size=self.config.chunk_size)(params, u)
         # each value (N, n_outputs, *param.shape) -> (N, n_outputs, numel), concatenated over parameters
         return torch.cat([j.reshape(len(u), self.config.n_outputs, -1) for j in jac.values()], dim=2).reshape(len(u), -1)
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def release_features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) from a float64 copy of the network (the release path; see :meth:`FeatureMap.release_features`)."""
+        self._check_setup()
+        net = self.__dict__.get("_network64")
+        if net is None:
+            import copy
+
+            net = copy.deepcopy(self.network_).to(torch.float64)
+            self.__dict__["_network64"] = net  # not a submodule: no effect on state_dict or .to()
+        return self._features(x.reshape(len(x), -1).to(torch.float64), network=net)
+
+    def _features(self, x: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
         low, high = self.bounds_
-        dtype = next(self.network_.parameters()).dtype
+        network = self.network_ if network is None else network
+        dtype = next(network.parameters()).dtype
         u = (2.0 * x.to(dtype) - (low + high)) / (high - low)
-        g = self.jacobian(u)
+        g = self.jacobian(u, network)
         # ‖g‖ ≥ sqrt(n_outputs) (last-layer bias); the clamp only guards rounding
         return g / g.norm(dim=1, keepdim=True).clamp(min=1e-12)

@@ -403,6 +403,13 @@ class PerceptualFeatures(FeatureMap):
 
         return self.backbone_.cached(x, (cfg.image_size, cfg.scaling, cfg.grid), compute)
 
+    def release_features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) in float32: the pretrained backbone runs in float32 (see :mod:`mmgen.privacy.bounds` for what that leaves).
+
+        The caller's tensor is passed on unchanged so that both moments of one batch share the cached backbone pass.
+        """
+        return self(x)
+
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         phi = self.unit_embedding_of(x.reshape(len(x), *self.input_shape_))
         return phi if self.config.moment == 1 else phi * phi

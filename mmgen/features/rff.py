@@ -100,6 +100,23 @@ class RandomFourierFeatures(FeatureMap):
 
         return rff_features(x.to(self.weights_.dtype), self.weights_)
 
+    def release_features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) in float64 (the frequencies, drawn in float64 and stored as float32, are exact in float64).
+
+        The same values as :func:`mmgen.kernels.rff_features` in float64, written into one buffer.
+        """
+        self._check_setup()
+        w = self.__dict__.get("_weights64")
+        if w is None or w.device != self.weights_.device:
+            w = self.__dict__["_weights64"] = self.weights_.to(torch.float64)  # not a buffer: no state_dict change
+        f = w.shape[1]
+        out = torch.empty(len(x), 2 * f, dtype=torch.float64, device=w.device)
+        cos, sin = out[:, :f], out[:, f:]
+        torch.mm(x.reshape(len(x), -1).to(torch.float64), w, out=sin)  # (N, d) @ (d, F) -> (N, F) projections
+        torch.cos(sin, out=cos)
+        sin.sin_()
+        return out.mul_(1.0 / math.sqrt(f))
+
     def class_sums(self, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
         from mmgen.kernels import rff_class_sums
 

@@ -8,6 +8,7 @@ cannot produce values a feature map was not bounded for.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
 import torch
@@ -17,7 +18,12 @@ from torch.nn import functional as F
 from ..config import Config
 from ..errors import MMGenError
 
-__all__ = ["GeneratorConfig", "Generator", "ConvGenerator", "MLPGenerator", "create_generator", "GENERATORS"]
+__all__ = [
+    "GeneratorConfig", "Generator", "ConvGenerator", "MLPGenerator", "create_generator", "for_release", "auto_kind",
+    "GENERATORS",
+]  # fmt: skip
+
+log = logging.getLogger("mmgen.generators")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +31,8 @@ class GeneratorConfig(Config):
     """Architecture of a generator (stored in checkpoints).
 
     Attributes:
-        kind: ``"conv"`` or ``"mlp"``.
+        kind: a name in :data:`GENERATORS` (``"conv"``, ``"mlp"``, ``"resnet"``); ``"auto"``
+            is resolved by :func:`for_release` before a config is made.
         input_shape: the shape of one record, e.g. ``(1, 28, 28)``.
         n_classes: C.
         low, high: the declared domain of the output.
@@ -45,7 +52,10 @@ class GeneratorConfig(Config):
         if self.kind not in GENERATORS:
             raise MMGenError(f"Unknown generator {self.kind!r}. Known: {', '.join(GENERATORS)}.")
         if self.kind == "conv" and len(self.input_shape) != 3:
-            raise MMGenError(f"The conv generator makes (C, H, W) images. Got input_shape={tuple(self.input_shape)}; use 'mlp'.")
+            raise MMGenError(
+                f"The conv generator makes (C, H, W) images. Got input_shape={tuple(self.input_shape)}; "
+                "use 'mlp' (or 'auto', which picks by the shape)."
+            )
 
 
 class Generator(nn.Module):
@@ -139,8 +149,35 @@ def create_generator(config: GeneratorConfig | None = None, **options) -> Genera
     return GENERATORS[config.kind](config)
 
 
-def for_release(release, kind: str = "conv", **options) -> Generator:
-    """A generator shaped for a release's schema (shape, classes, domain)."""
+def auto_kind(input_shape: tuple[int, ...]) -> str:
+    """The generator ``"auto"`` stands for: ``"conv"`` for (C, H, W) images, ``"mlp"`` for anything else.
+
+    Args:
+        input_shape: the shape of one record, e.g. ``(1, 28, 28)`` or ``(30,)``.
+
+    Example:
+        >>> auto_kind((1, 28, 28)), auto_kind((30,))
+        ('conv', 'mlp')
+    """
+    return "conv" if len(tuple(input_shape)) == 3 else "mlp"
+
+
+def for_release(release, kind: str = "auto", **options) -> Generator:
+    """A generator shaped for a release's schema (shape, classes, domain).
+
+    Args:
+        release: the :class:`~mmgen.release.Release` (only its public schema is read).
+        kind: a name in :data:`GENERATORS`, or ``"auto"`` (the default): ``"conv"`` for
+            (C, H, W) images, ``"mlp"`` for vectors (:func:`auto_kind`); the choice is
+            logged at INFO on the ``mmgen.generators`` logger.
+        options: further :class:`GeneratorConfig` fields (``latent_dim``, ``width``).
+
+    Returns:
+        An untrained :class:`Generator`.
+    """
+    if kind == "auto":
+        kind = auto_kind(release.input_shape)
+        log.info("generator 'auto' chose %r for records of shape %s", kind, tuple(release.input_shape))
     low, high = release.bounds
     return create_generator(
         kind=kind, input_shape=release.input_shape, n_classes=release.n_classes, low=low, high=high, **options
