@@ -47,6 +47,10 @@ def _add_release(sub):
 def _add_npz_options(p):
     p.add_argument("--n-classes", type=int, default=None, metavar="K", help=(
         "npz: the number of classes, labels 0..K-1 (public; required unless the file stores n_classes)"))  # fmt: skip
+    p.add_argument("--low", type=float, default=None, help=(
+        "npz: the declared lower bound of every value (public knowledge, never the data's own min); "
+        "with --high, values are used as stored. Default: the file's 'low', else [0, 1] (uint8 divided by 255)"))  # fmt: skip
+    p.add_argument("--high", type=float, default=None, help="npz: the declared upper bound of every value (see --low)")
     p.add_argument("--holdout", type=float, default=None, metavar="FRACTION", help=(
         "npz without x_test/y_test: hold out about FRACTION of the records by a hash of each record's own "
         "bytes (the same records for release and evaluate); held-out records are not released, and scores "
@@ -222,7 +226,8 @@ def _feature_options(args) -> dict:
 
 def _npz_options(args) -> dict:
     """``n_classes`` and ``holdout`` for :func:`mmgen.data.load`, when given."""
-    return {k: v for k, v in (("n_classes", args.n_classes), ("holdout", args.holdout)) if v is not None}
+    pairs = (("n_classes", args.n_classes), ("holdout", args.holdout), ("low", args.low), ("high", args.high))
+    return {k: v for k, v in pairs if v is not None}
 
 
 def _test_data(args):
@@ -240,7 +245,7 @@ def _test_data(args):
             raise MMGenError(f"`--test-data` takes npz:FILE. Got {args.test_data!r}.")
         if args.holdout is not None:
             raise MMGenError("`--holdout` and `--test-data` exclude each other: the test records come from one place.")
-        test = mmgen.data.load(args.test_data, n_classes=args.n_classes)
+        test = mmgen.data.load(args.test_data, **{k: v for k, v in _npz_options(args).items() if k != "holdout"})
         ds = mmgen.data.load(args.data, **_npz_options(args)) if args.data else test
         if ds.input_shape != test.input_shape or ds.n_classes != test.n_classes:
             raise DataError(f"--test-data records {test.input_shape} with {test.n_classes} classes do not match "

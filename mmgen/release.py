@@ -339,7 +339,9 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor, shape, n_classes: int, low: f
         first = offset + int(out.reshape(len(x), -1).any(dim=1).nonzero()[0])
         raise DataError(
             f"x has values outside the declared domain [{low}, {high}] (first at record {first}). "
-            "Rescale the data, declare other bounds, or pass clip=True (--clip) to clip them."
+            "Declare the domain the values can take (bounds=(low, high); CLI --low/--high) from public knowledge, "
+            "or rescale with such public bounds — never with the data's own min/max, which would leak — or pass "
+            "clip=True (--clip) to clip them."
         )
     return x, y.long()
 

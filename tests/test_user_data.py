@@ -147,3 +147,22 @@ def test_console_shows_batches_not_the_number_of_records(tmp_path, digits, capsy
                      "--out", str(tmp_path / "r.mmgen")]) == 0  # fmt: skip
     captured = capsys.readouterr()
     assert "1337" not in captured.out + captured.err and " s)" not in captured.out
+
+
+def test_domain_is_declared_from_the_cli_and_the_advice_never_says_min_max(tmp_path, digits, capsys):
+    x = digits.x_train[:100].numpy() * 16.0  # pixel values 0..16, as scikit-learn stores them
+    spec = _save(tmp_path / "f.npz", x, digits.y_train[:100].numpy(), n_classes=10)
+    out = tmp_path / "r.mmgen"
+    assert cli.main(["release", "--data", spec, "--epsilon", "1", "--n-features", "100", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--low/--high" in err and "never with the data's own min/max" in err and not out.exists()
+    assert cli.main(["release", "--data", spec, "--low", "0", "--high", "16", "--epsilon", "1", "--n-features", "100",
+                     "--out", str(out)]) == 0  # fmt: skip
+    meta = Release.load(out).metadata["data"]
+    assert (meta["low"], meta["high"]) == (0.0, 16.0)
+    # bounds stored in the file work the same; uint8 values are then used as stored
+    spec2 = _save(tmp_path / "g.npz", x.astype(np.uint8), digits.y_train[:100].numpy(), n_classes=10, low=0, high=16)
+    ds = mmgen.data.load(spec2)
+    assert (ds.low, ds.high) == (0.0, 16.0) and float(ds.x_train.max()) == 16.0
+    with pytest.raises(DataError, match="both bounds"):
+        mmgen.data.load(spec, low=0.0)

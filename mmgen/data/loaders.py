@@ -85,7 +85,14 @@ def holdout_mask(x: np.ndarray, y: np.ndarray, fraction: float, salt: bytes = HO
     return out
 
 
-def load_npz(path: str | os.PathLike, *, n_classes: int | None = None, holdout: float | None = None) -> Dataset:
+def load_npz(
+    path: str | os.PathLike,
+    *,
+    n_classes: int | None = None,
+    holdout: float | None = None,
+    low: float | None = None,
+    high: float | None = None,
+) -> Dataset:
     """Loads a user's arrays from a ``.npz`` file.
 
     The file holds ``x`` (N, ...) and ``y`` (N,), and optionally ``x_test``,
@@ -97,10 +104,13 @@ def load_npz(path: str | os.PathLike, *, n_classes: int | None = None, holdout: 
     each record on one side by its own bytes alone; the held-out records are
     not released, and any score computed on them is *not* private.
 
-    ``uint8`` values are divided by 255; float values must already lie in the
-    declared domain [0, 1] (checked when a release is made). The number of
-    classes is public: pass ``n_classes`` or store it in the file; it is never
-    read off the labels.
+    The domain is public: declare it with ``low``/``high`` (or scalar ``low``
+    and ``high`` arrays in the file) — from public knowledge of what the values
+    can be, never from the data's own min/max, which would leak. Values are then
+    used as stored (uint8 too). Without a declared domain it is [0, 1]: ``uint8``
+    values are divided by 255 and float values must already lie in [0, 1]
+    (checked when a release is made). The number of classes is public: pass
+    ``n_classes`` or store it in the file; it is never read off the labels.
 
     Raises:
         DataError: if the file or an array is missing or malformed, the number of
@@ -119,11 +129,16 @@ def load_npz(path: str | os.PathLike, *, n_classes: int | None = None, holdout: 
             raise DataError(f"{path} must hold arrays 'x' and 'y'. Missing: {missing}.")
         data = {k: arrays[k] for k in arrays.files}
 
+    declared_domain = low is not None or "low" in data  # values used as stored
+    low, high = _declared_bounds(path, data, low, high)
+
     def to_x(a: np.ndarray, key: str) -> torch.Tensor:
-        if a.dtype == np.uint8:
+        if a.dtype == np.uint8 and not declared_domain:
             return torch.from_numpy(a.astype(np.float32) / 255.0)
-        if not np.issubdtype(a.dtype, np.floating):
-            raise DataError(f"{path}: '{key}' must be uint8 or float. Got {a.dtype}.")
+        if not (np.issubdtype(a.dtype, np.floating) or (declared_domain and np.issubdtype(a.dtype, np.integer))):
+            raise DataError(
+                f"{path}: '{key}' must be uint8 or float (or integers with a declared domain, --low/--high). Got {a.dtype}."
+            )
         return torch.from_numpy(a.astype(np.float32))
 
     def to_y(a: np.ndarray, key: str) -> torch.Tensor:
@@ -169,8 +184,30 @@ def load_npz(path: str | os.PathLike, *, n_classes: int | None = None, holdout: 
             raise DataError(f"{path}: labels '{key}' must be in 0..{declared - 1} (n_classes={declared}); some are outside.")
     return Dataset(
         name=f"npz:{path}", x_train=x.contiguous(), y_train=y,
-        x_test=x_test.contiguous(), y_test=y_test, n_classes=declared,
+        x_test=x_test.contiguous(), y_test=y_test, n_classes=declared, low=low, high=high,
     )  # fmt: skip
+
+
+def _declared_bounds(path, data: dict, low: float | None, high: float | None) -> tuple[float, float]:
+    """The public domain: the arguments, else the file's scalar ``low``/``high``, else [0, 1]."""
+    import math
+
+    def scalar(key):
+        a = data[key]
+        if a.size != 1 or not np.issubdtype(a.dtype, np.number):
+            raise DataError(f"{path}: '{key}' must be one number (a public bound). Got {a.dtype} {a.shape}.")
+        return float(a.reshape(-1)[0])
+
+    if (low is None) != (high is None):
+        raise DataError("Declare both bounds of the domain (--low and --high), or neither.")
+    if low is None:
+        if ("low" in data) != ("high" in data):
+            raise DataError(f"{path} must store both 'low' and 'high', or neither.")
+        low, high = (scalar("low"), scalar("high")) if "low" in data else (0.0, 1.0)
+    low, high = float(low), float(high)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise DataError(f"The declared domain needs finite low < high. Got [{low}, {high}].")
+    return low, high
 
 
 def load(
@@ -180,6 +217,8 @@ def load(
     max_test: int | None = None,
     n_classes: int | None = None,
     holdout: float | None = None,
+    low: float | None = None,
+    high: float | None = None,
 ) -> Dataset:
     """Loads a data set by spec.
 
@@ -194,13 +233,17 @@ def load(
         n_classes: the declared number of classes of an ``npz:`` file (public; see :func:`load_npz`).
         holdout: for an ``npz:`` file without test records, the fraction held out by a per-record
             hash (see :func:`holdout_mask`).
+        low, high: the declared public domain of an ``npz:`` file (see :func:`load_npz`).
 
     Raises:
         DataError: if the spec is unknown or the data is missing; the message says what to do.
     """
     kind, _, arg = spec.partition(":")
-    if kind != "npz" and (n_classes is not None or holdout is not None):
-        raise DataError(f"`n_classes` and `holdout` apply to npz: files only; {spec!r} declares its own classes and split.")
+    if kind != "npz" and any(v is not None for v in (n_classes, holdout, low, high)):
+        raise DataError(
+            f"`n_classes`, `holdout` and the bounds apply to npz: files only; {spec!r} declares its own classes, "
+            "split and domain."
+        )
     if kind == "digits" and not arg:
         ds = load_digits()
     elif kind == "fashion-mnist":
@@ -208,7 +251,7 @@ def load(
     elif kind == "idx" and arg:
         return load_idx_folder(arg, name=spec, max_train=max_train, max_test=max_test)
     elif kind == "npz" and arg:
-        ds = load_npz(arg, n_classes=n_classes, holdout=holdout)
+        ds = load_npz(arg, n_classes=n_classes, holdout=holdout, low=low, high=high)
     else:
         raise DataError(f"Unknown data spec {spec!r}. Known: {', '.join(SPECS)}.")
     if max_train is None and max_test is None:
