@@ -7,12 +7,12 @@ trained on the release alone (:func:`fit`), as often as you like.
 
 __version__ = "0.1.0"
 
-from . import data, errors, features, privacy  # noqa: E402
+from . import data, errors, evaluate, features, files, privacy  # noqa: E402
 from .errors import MMGenError  # noqa: E402
 from .release import Release, release  # noqa: E402
 from .train import Trained, TrainConfig, fit  # noqa: E402
 
 __all__ = [
-    "__version__", "data", "errors", "features", "privacy", "MMGenError",
+    "__version__", "data", "errors", "evaluate", "features", "files", "privacy", "MMGenError",
     "Release", "release", "fit", "TrainConfig", "Trained",
 ]  # fmt: skip

@@ -20,7 +20,7 @@ def _add_release(sub):
     p = sub.add_parser("release", help="make a private release of a data set", description=(
         "Reads the data once and writes an (epsilon, delta)-DP release of its class-conditional "
         "mean embeddings (safetensors + JSON metadata)."))  # fmt: skip
-    p.add_argument("--data", required=True, help="digits | fashion-mnist[:FOLDER] | idx:FOLDER | npz:FILE")
+    p.add_argument("--data", default="digits", help="digits | fashion-mnist[:FOLDER] | idx:FOLDER | npz:FILE")
     _add_npz_options(p)
     p.add_argument("--features", default="rff", help=(
         "feature maps, comma-separated (see `mmgen features`); bundles expand to several statistics: "
@@ -41,7 +41,19 @@ def _add_release(sub):
                    help="neighbouring relation of the guarantee (default add-remove)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="public seed of the feature map (recorded)")
     p.add_argument("--clip", action="store_true", help="clip values into the declared domain instead of refusing them")
-    p.add_argument("--out", required=True, help="release file to write")
+    p.add_argument("--out", required=True, help="release file to write (an existing one is refused without --force)")
+    p.add_argument("--force", action="store_true", help=(
+        "overwrite an existing --out (the new release spends its epsilon again: both count in the budget record)"))  # fmt: skip
+    p.add_argument("--name", default=None, help=(
+        "public name of the data recorded in the release (default: digits / fashion-mnist for the benchmarks, "
+        "else none; the data file's path is never recorded)"))  # fmt: skip
+    p.add_argument("--budget-record", default=None, metavar="PATH", help=(
+        "the budget record of this data set (JSON, never publish it): a file, or a folder to keep it in. "
+        "Default for npz:FILE: FILE.mmgen-budget.json beside it; for idx:FOLDER: FOLDER/mmgen-budget.json; "
+        "for the public benchmarks: none"))  # fmt: skip
+    p.add_argument("--total-epsilon", type=float, default=None, help=(
+        "declare the total epsilon this data set may spend (kept in the budget record, at its delta); "
+        "a release that would exceed it is refused before the data is read"))  # fmt: skip
 
 
 def _add_npz_options(p):
@@ -159,7 +171,17 @@ def _add_demo(sub):
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--epochs", type=int, default=None, help="default: 10")
     p.add_argument("--out", default="mmgen-demo")
+    p.add_argument("--force", action="store_true", help="overwrite a demo release already in --out")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_budget(sub):
+    p = sub.add_parser("budget", help="show a budget record (every release of one data set)", description=(
+        "Prints a budget record: each stage that read the data set, and their total epsilon composed with "
+        "dp-accounting. Give the record (.json) or the data spec it belongs to (npz:FILE, idx:FOLDER)."))  # fmt: skip
+    p.add_argument("file", help="budget record JSON, or npz:FILE / idx:FOLDER")
+    p.add_argument("--delta", type=float, default=None, help="report the total at this delta (default: the record's)")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
 
 
 def _add_audit(sub):
@@ -186,10 +208,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"mmgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_release, _add_inspect, _add_fit, _add_sample, _add_evaluate, _add_plot, _add_demo, _add_audit):
+    for add in (_add_release, _add_inspect, _add_fit, _add_sample, _add_evaluate, _add_plot, _add_demo, _add_audit,
+                _add_budget):
         add(sub)
     sub.add_parser("features", help="list the registered feature maps", description="Lists the feature maps.")
+    for p in sub.choices.values():
+        _show_defaults(p)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Appends "(default: ...)" to the help of every option with a default its help does not already state.
+
+    ArgumentDefaultsHelpFormatter's rule, minus its noise: no "(default: None)" or "(default: False)",
+    and options without a help text get one that shows the default.
+    """
+    for action in parser._actions:
+        default = action.default
+        unstated = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if not action.option_strings or action.help == argparse.SUPPRESS or unstated:
+            continue
+        if action.help is None:
+            action.help = "default: %(default)s"
+        elif "default" not in action.help.lower():
+            action.help += " (default: %(default)s)"
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -260,10 +302,55 @@ def _test_data(args):
     return ds
 
 
+BENCHMARKS = ("digits", "fashion-mnist")  # public data sets: their names may be published, no record by default
+
+
+def _warn(message: str) -> None:
+    print(f"mmgen: warning: {message}", file=sys.stderr)
+
+
+def _budget_record_path(spec: str, chosen: str | None) -> Path | None:
+    """Where the budget record of data ``spec`` lives (never beside the outputs: it is not published).
+
+    ``--budget-record`` a folder: ``FOLDER/<data file name>.mmgen-budget.json``; a file: that file.
+    Default: ``FILE.mmgen-budget.json`` beside an npz file, ``FOLDER/mmgen-budget.json`` in an IDX
+    folder, none for the public benchmarks (digits, fashion-mnist).
+    """
+    from .privacy.ledger import RECORD_SUFFIX
+
+    kind, _, arg = spec.partition(":")
+    if chosen is not None:
+        chosen_path = Path(chosen)
+        if chosen_path.is_dir() or chosen.endswith(("/", "\\")):
+            return chosen_path / ((Path(arg).name if arg else kind) + RECORD_SUFFIX)
+        return chosen_path
+    if kind == "npz" and arg:
+        return Path(arg).with_name(Path(arg).name + RECORD_SUFFIX)
+    if kind == "idx" and arg:
+        return Path(arg) / "mmgen-budget.json"
+    return None  # digits, fashion-mnist[:FOLDER]: public benchmarks
+
+
+def _refuse_overwrite(path: Path, what: str) -> None:
+    from .errors import MMGenError
+
+    if path.is_dir():
+        raise MMGenError(f"--out {path} is a folder; give a file name.")
+    if path.exists():
+        raise MMGenError(f"{path} already holds {what}; writing it again spends epsilon again. "
+                         "Pass --force to overwrite it (the budget record counts both).")  # fmt: skip
+
+
 def cmd_release(args) -> None:
     import mmgen
 
-    ds = mmgen.data.load(args.data, **_npz_options(args))
+    from .privacy import dp_event, split_noise_multipliers
+    from .privacy.ledger import BudgetRecord, budget_warnings
+
+    if not args.force:
+        _refuse_overwrite(Path(args.out), "a release")
+    kind = args.data.partition(":")[0]
+    data_name = args.name if args.name is not None else (args.data if args.data in BENCHMARKS else kind)
     options = _feature_options(args)
     from .features.bundles import expand
 
@@ -273,13 +360,58 @@ def cmd_release(args) -> None:
     fmaps = mmgen.features.statistics(args.features, options=options)
     split = (_floats(args.budget_split, "--budget-split") if args.budget_split
              else mmgen.features.default_budget_split(args.features))  # fmt: skip
+    # the budget is checked before the data is read: the noise multipliers depend on (ε, δ, split) only
+    event = dp_event(split_noise_multipliers(args.epsilon, args.delta, split))
+    record_path = _budget_record_path(args.data, args.budget_record)
+    record = None
+    if record_path is not None:
+        record = BudgetRecord.open(record_path, data=Path(args.data.partition(":")[2]).name or args.data)
+        if args.total_epsilon is not None:
+            record.declare_total(args.total_epsilon)
+        after = record.check(event, delta=args.delta if record.delta is None else None, neighbouring=args.neighbouring)
+        if len(record):
+            _warn(f"{record_path} already holds {len(record)} stage(s) on this data set: total epsilon "
+                  f"{record.total_epsilon():.4g} so far, {after:.4g} after this release (delta={record.delta:g}).")  # fmt: skip
+    elif args.total_epsilon is not None:
+        from .errors import MMGenError
+
+        raise MMGenError(f"`--total-epsilon` needs a budget record; {args.data} has none by default: "
+                         "pass --budget-record PATH.")  # fmt: skip
+    for message in budget_warnings(args.epsilon, args.delta):
+        _warn(message)
+    ds = mmgen.data.load(args.data, **_npz_options(args))
     rel = mmgen.release(ds, features=fmaps, epsilon=args.epsilon, delta=args.delta, budget_split=split,
-                        neighbouring=args.neighbouring, clip=args.clip, progress=True)  # fmt: skip
+                        neighbouring=args.neighbouring, clip=args.clip, data_name=data_name, progress=True)  # fmt: skip
     path = rel.save(args.out)
     stds = ", ".join(f"{s.name} {s.noise_std:.4g}" for s in rel.statistics)
     # no timing and no record count: both grow with the private N, and consoles get pasted into tickets
     print(f"wrote {path}: epsilon={rel.epsilon:g}, delta={rel.delta:g}, {rel.neighbouring}, "
           f"noise std per coordinate: {stds}")  # fmt: skip
+    if record is not None:
+        multipliers = rel.metadata["privacy"]["noise_multipliers"]
+        record.add(stage="release", event=dp_event(multipliers), epsilon=rel.epsilon, delta=rel.delta,
+                   output=Path(path).name, neighbouring=rel.neighbouring, noise_multipliers=multipliers)  # fmt: skip
+        record.save()
+        print(f"budget record {record_path}: {len(record)} stage(s), total epsilon {record.total_epsilon():.4g} "
+              f"at delta={record.delta:g} (keep it private)")  # fmt: skip
+
+
+def cmd_budget(args) -> None:
+    from .errors import MMGenError
+    from .privacy.ledger import BudgetRecord
+
+    path = Path(args.file) if args.file.endswith(".json") else _budget_record_path(args.file, None)
+    if path is None:
+        raise MMGenError(f"{args.file} has no default budget record (a public benchmark): give the record's .json.")
+    if not path.is_file():
+        raise MMGenError(f"No budget record at {path}.")
+    record = BudgetRecord.load(path)
+    if args.json:
+        print(json.dumps(record.to_dict(), indent=2))
+        return
+    print(record)
+    if args.delta is not None and record.entries:
+        print(f"total        epsilon={record.total_epsilon(args.delta):.4g} at delta={args.delta:g}")
 
 
 def format_release(rel) -> str:
@@ -307,8 +439,10 @@ def format_release(rel) -> str:
 
 
 def cmd_inspect(args) -> None:
+    from .files import expect
     from .release import Release
 
+    expect(args.file, "release", "`mmgen inspect`")
     rel = Release.load(args.file)
     print(json.dumps(rel.metadata, indent=2, sort_keys=True) if args.json else format_release(rel))
 
@@ -317,8 +451,10 @@ def cmd_fit(args) -> None:
     from .errors import MMGenError
     from .generators import auto_kind, for_release
     from .release import Release
+    from .files import expect
     from .train import TrainConfig, fit
 
+    expect(args.file, "release", "`mmgen fit`")
     rel = Release.load(args.file)
     if args.width is not None and args.width < 2:
         raise MMGenError(f"`--width` must be an integer ≥ 2. Got {args.width}.")
@@ -355,13 +491,21 @@ def cmd_fit(args) -> None:
 def cmd_sample(args) -> None:
     import numpy as np
 
+    from .errors import MMGenError
+    from .files import check_picture, expect
     from .train import Trained
 
-    trained = Trained.load(args.checkpoint)
+    # every check before anything is written
+    if Path(args.out).suffix != ".npz":
+        raise MMGenError(f"`--out` must be an .npz file (mmgen sample writes NumPy .npz). Got {args.out!r}.")
     if args.n < 1:
-        from .errors import MMGenError
-
         raise MMGenError(f"`--n` must be ≥ 1. Got {args.n}.")
+    check_picture(args.grid, "--grid")
+    expect(args.checkpoint, "checkpoint", "`mmgen sample`")
+    trained = Trained.load(args.checkpoint)
+    shape = tuple(trained.generator.config.input_shape)
+    if args.grid and (len(shape) != 3 or shape[0] not in (1, 3)):
+        raise MMGenError(f"`--grid` needs image records (1 or 3, H, W); this checkpoint makes records of shape {shape}.")
     x, y = trained.sample(args.n, seed=args.seed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, x=x.numpy(), y=y.numpy())
@@ -374,16 +518,18 @@ def cmd_sample(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    import numpy as np
     import torch
 
     import mmgen
 
-    from .errors import DataError, MMGenError
+    from .errors import MMGenError
     from .evaluate import evaluate, parse_metrics
     from .evaluate.fidelity import FD_NAME, PRDC_NAME
+    from .files import check_picture, expect, load_samples
 
     metrics = parse_metrics(args.metrics)
+    check_picture(args.grid, "--grid")
+    check_picture(args.plot, "--plot")
     if args.max_samples < 10:
         raise MMGenError(f"`--max-samples` must be ≥ 10. Got {args.max_samples}.")
     if args.compare and not args.plot:
@@ -395,11 +541,10 @@ def cmd_evaluate(args) -> None:
         from .evaluate.plots import load_reports
 
         compared = load_reports(args.compare)  # read first: a bad report fails before the evaluation runs
-    try:
-        with np.load(args.samples, allow_pickle=False) as arrays:
-            x, y = torch.from_numpy(arrays["x"]).float(), torch.from_numpy(arrays["y"]).long()
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"Cannot read samples {args.samples} (need arrays x and y): {exc}") from None
+    x, y = load_samples(args.samples, "`mmgen evaluate`")
+    x, y = torch.from_numpy(x).float(), torch.from_numpy(y).long()
+    if args.checkpoint:
+        expect(args.checkpoint, "checkpoint", "`mmgen evaluate --checkpoint`")
     ds = _test_data(args)
     report: dict = {"samples": args.samples, "data": args.test_data or args.data}
     if args.checkpoint:
@@ -441,7 +586,9 @@ def cmd_evaluate(args) -> None:
 
 def cmd_plot(args) -> None:
     from .evaluate.plots import load_reports, plot_accuracy_curve
+    from .files import check_picture
 
+    check_picture(args.out, "--out")
     reports = load_reports(args.reports)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     path = plot_accuracy_curve(reports, args.out, metrics=metrics, title=args.title)
@@ -451,7 +598,8 @@ def cmd_plot(args) -> None:
 def cmd_demo(args) -> None:
     from .pipeline import run_demo
 
-    run_demo(data=args.data, epsilon=args.epsilon, delta=args.delta, out=args.out, epochs=args.epochs, progress=not args.quiet)
+    run_demo(data=args.data, epsilon=args.epsilon, delta=args.delta, out=args.out, epochs=args.epochs,
+             progress=not args.quiet, force=args.force)  # fmt: skip
 
 
 def cmd_features(args) -> None:
@@ -488,7 +636,7 @@ def cmd_audit(args) -> None:
 
 COMMANDS = {
     "release": cmd_release, "inspect": cmd_inspect, "fit": cmd_fit, "sample": cmd_sample,
-    "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "features": cmd_features, "audit": cmd_audit,
+    "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "features": cmd_features, "audit": cmd_audit, "budget": cmd_budget,
 }  # fmt: skip
 
 

@@ -25,11 +25,19 @@ def run_demo(
     neighbouring: str = "add-remove",
     seed: int = 0,
     progress: bool = True,
+    force: bool = False,
 ) -> dict:
     """Runs the whole path on a real data set and writes the release, a grid and a report into ``out``.
 
+    Args:
+        force: overwrite a demo release already in ``out`` (without it, that is refused: a second
+            release of the same data spends its ε again).
+
     Returns:
         The report (also written to ``out/report.json``).
+
+    Raises:
+        MMGenError: ``out`` already holds ``release.mmgen`` and ``force`` is false.
     """
     import mmgen
     from mmgen.evaluate import downstream_accuracy
@@ -38,6 +46,11 @@ def run_demo(
     settings = DEMO_SETTINGS.get(data.partition(":")[0], DEMO_SETTINGS["fashion-mnist"])
     epochs = epochs or settings["epochs"]
     out_dir = Path(out)
+    if (out_dir / "release.mmgen").exists() and not force:
+        from mmgen.errors import MMGenError
+
+        raise MMGenError(f"{out_dir} already holds a demo release ({out_dir / 'release.mmgen'}); running again "
+                         "spends epsilon again. Pass --force (force=True) to overwrite it, or choose another --out.")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     ds = mmgen.data.load(data)

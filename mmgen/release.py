@@ -112,6 +112,12 @@ class Release:
     statistics: tuple[Statistic, ...]
     metadata: dict
 
+    def __repr__(self) -> str:
+        """A summary (privacy, schema, statistics with shapes), never the tensors themselves."""
+        stats = ", ".join(f"{s.name} {tuple(s.sums.shape)}" for s in self.statistics)
+        return (f"Release(epsilon={self.epsilon:g}, delta={self.delta:g}, neighbouring={self.neighbouring!r}, "
+                f"classes={self.n_classes}, input_shape={self.input_shape}, statistics=[{stats}])")  # fmt: skip
+
     # -- public views -----------------------------------------------------
     @property
     def epsilon(self) -> float:
@@ -415,8 +421,16 @@ def release(
     bounds = (0.0, 1.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"`batch_size` must be a positive integer. Got {batch_size!r}.")
-    if type(x).__module__ == "numpy" or type(y).__module__ == "numpy":
-        raise DataError("`x` and `y` must be torch tensors (use torch.from_numpy). Got numpy arrays.")
+    if type(x).__module__ == "numpy" or type(y).__module__ == "numpy":  # NumPy arrays: as tensors, labels int64
+        import numpy as np
+
+        try:
+            x = torch.from_numpy(np.ascontiguousarray(x)) if type(x).__module__ == "numpy" else x
+            if type(y).__module__ == "numpy":
+                y = torch.from_numpy(np.ascontiguousarray(y))
+                y = y if y.is_floating_point() else y.long()  # float labels meet the dtype check below
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(f"`x` and `y` must be numeric arrays or tensors: {exc}") from None
     if isinstance(x, torch.Tensor):
         if not isinstance(y, torch.Tensor):
             raise DataError(f"Labels `y` must be a tensor with a tensor `x`. Got {type(y).__name__}.")
@@ -654,4 +668,7 @@ def _progress(enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(desc="release", unit=" batches")
+    import sys
+
+    quiet_log = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())  # a log file: update rarely
+    return tqdm(desc="release", unit=" batches", mininterval=30.0 if quiet_log else 0.1)

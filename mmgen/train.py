@@ -105,24 +105,64 @@ class Trained:
     optimizer_state: dict | None = None
     rng_state: torch.Tensor | None = None
 
-    def sample(self, n: int, *, seed: int | None = None, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def epsilon(self) -> float:
+        """The ε of the release this generator was fitted to (fitting costs no privacy)."""
+        return self.release_info["privacy"]["epsilon"]
+
+    @property
+    def delta(self) -> float:
+        """The δ of the release this generator was fitted to."""
+        return self.release_info["privacy"]["delta"]
+
+    def sample(
+        self, n: int, *, seed: int | None = None, labels: torch.Tensor | Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draws ``n`` labelled synthetic records.
 
         Args:
-            n: number of records.
+            n: number of records (≥ 1).
             seed: seed of the latent draws and labels (``None``: fresh randomness).
-            labels ((n,) Tensor): labels to generate; default drawn from the
-                released class proportions.
+            labels ((n,) Tensor, array or list of ints): labels to generate, each in
+                ``0 .. n_classes - 1``; default drawn from the released class proportions.
 
         Returns:
             ``(x, y)``: (n, *input_shape) float32 in the domain and (n,) int64 labels.
+
+        Raises:
+            MMGenError: ``n`` is not a positive integer, or ``labels`` are not ``n`` integers
+                in range.
         """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise MMGenError(f"`n` must be a positive integer. Got {n!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise MMGenError(f"`seed` must be None or an integer ≥ 0. Got {seed!r}.")
         gen = torch.Generator()
         gen.manual_seed(seed) if seed is not None else gen.seed()
         if labels is None:
             labels = torch.multinomial(self.class_proportions.float(), n, replacement=True, generator=gen)
+        else:
+            labels = self._check_labels(labels, n)
         self.generator.eval()
         return self.generator.sample(labels.long(), generator=gen), labels.long()
+
+    def _check_labels(self, labels, n: int) -> torch.Tensor:
+        import numpy as np
+
+        k = self.generator.config.n_classes
+        try:
+            t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+        except (TypeError, ValueError, RuntimeError):
+            raise MMGenError(f"`labels` must be {n} integers in 0..{k - 1}. Got {type(labels).__name__}.") from None
+        if t.dtype.is_complex or t.dtype == torch.bool or t.ndim != 1 or len(t) != n:
+            raise MMGenError(f"`labels` must be {n} integers in 0..{k - 1}. Got {t.dtype} of shape {tuple(t.shape)}.")
+        if t.dtype.is_floating_point and not bool((t == t.round()).all()):
+            raise MMGenError(f"`labels` must be integers in 0..{k - 1}. Got non-integer values.")
+        t = t.long()
+        if len(t) and (int(t.min()) < 0 or int(t.max()) >= k):
+            bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
+            raise MMGenError(f"`labels` must be in 0..{k - 1} (this generator has {k} classes). Got {bad}.")
+        return t
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the checkpoint atomically (safetensors + JSON, no pickle)."""
@@ -151,7 +191,16 @@ class Trained:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Trained":
-        """Reads and verifies a checkpoint (never unpickles)."""
+        """Reads and verifies a checkpoint (never unpickles).
+
+        Raises:
+            FormatError: the file is missing, damaged, another mmgen kind (a release, samples)
+                or not an mmgen checkpoint.
+        """
+        from .files import expect, sniff
+
+        if sniff(path) != "release":  # a release is refused below, by its format; others by their kind
+            expect(path, "checkpoint", "Trained.load")
         tensors, meta = read_safetensors_checked(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
         try:  # a matching hash proves integrity, not well-formedness: check the contents too
             generator = create_generator(GeneratorConfig.from_dict(meta["generator"]))
@@ -255,8 +304,11 @@ def fit(
     if progress:
         from tqdm.auto import tqdm
 
+        import sys
+
+        quiet_log = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())  # a log file: update rarely
         bar = tqdm(total=config.epochs * config.steps_per_epoch, initial=result.epochs_done * config.steps_per_epoch,
-                   desc="fit", unit="step")  # fmt: skip
+                   desc="fit", unit="step", mininterval=30.0 if quiet_log else 0.1)  # fmt: skip
     remaining = (config.epochs - result.epochs_done) * config.steps_per_epoch
     timer = _StepTimer(remaining, config.epochs * config.steps_per_epoch)
     for _ in range(result.epochs_done, config.epochs):

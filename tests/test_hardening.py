@@ -94,12 +94,6 @@ def test_wrong_record_shape_in_a_batch_stream():
         mmgen.release(batches, None, _rff(), epsilon=EPS, delta=DELTA, n_classes=3, input_shape=(1, 4, 4))
 
 
-def test_numpy_input_is_refused_clearly():
-    x, y = _data()
-    with pytest.raises(DataError, match="torch.from_numpy"):
-        _release(x.numpy(), y.numpy())
-
-
 @pytest.mark.parametrize("bad", [0, -1, "x"])
 def test_bad_batch_size(bad):
     x, y = _data()

@@ -183,7 +183,7 @@ def load_npz(
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= declared):
             raise DataError(f"{path}: labels '{key}' must be in 0..{declared - 1} (n_classes={declared}); some are outside.")
     return Dataset(
-        name=f"npz:{path}", x_train=x.contiguous(), y_train=y,
+        name="npz", x_train=x.contiguous(), y_train=y,  # never the path: it may name the owner or the cohort
         x_test=x_test.contiguous(), y_test=y_test, n_classes=declared, low=low, high=high,
     )  # fmt: skip
 
@@ -249,7 +249,7 @@ def load(
     elif kind == "fashion-mnist":
         return load_fashion_mnist(arg or None, max_train=max_train, max_test=max_test)
     elif kind == "idx" and arg:
-        return load_idx_folder(arg, name=spec, max_train=max_train, max_test=max_test)
+        return load_idx_folder(arg, name="idx", max_train=max_train, max_test=max_test)  # never the path
     elif kind == "npz" and arg:
         ds = load_npz(arg, n_classes=n_classes, holdout=holdout, low=low, high=high)
     else:

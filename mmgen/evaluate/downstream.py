@@ -39,6 +39,28 @@ def _make(name: str, seed: int):
     raise DataError(f"Unknown classifier {name!r}. Known: {', '.join(CLASSIFIERS)}.")
 
 
+def _numpy(a, name: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    if isinstance(a, np.ndarray):
+        return a
+    raise DataError(f"`{name}` must be a Tensor or a NumPy array. Got {type(a).__name__}.")
+
+
+def _records(a, name: str) -> np.ndarray:
+    a = _numpy(a, name)
+    if a.ndim < 2 or len(a) == 0 or a.dtype.kind not in "fiub":
+        raise DataError(f"`{name}` must be numeric records of shape (N, ...) with N ≥ 1. Got {a.dtype} of shape {a.shape}.")
+    return a
+
+
+def _labels(a, name: str, n: int) -> np.ndarray:
+    a = _numpy(a, name)
+    if a.shape != (n,) or a.dtype.kind not in "iu":
+        raise DataError(f"`{name}` must be {n} integer labels, one per record. Got {a.dtype} of shape {a.shape}.")
+    return a
+
+
 def downstream_accuracy(
     x_syn: torch.Tensor,
     y_syn: torch.Tensor,
@@ -56,15 +78,24 @@ def downstream_accuracy(
         classifiers: names from :data:`CLASSIFIERS`.
         seed: seed of the classifiers' randomness.
 
+    Each of the four may be a Tensor or a NumPy array.
+
     Returns:
         ``{"logistic_regression": acc, "mlp": acc, "seconds": {...}, ...}``.
+
+    Raises:
+        DataError: shapes that do not match, labels that are not integers, unknown classifiers.
     """
+    x_syn, x_test = _records(x_syn, "x_syn"), _records(x_test, "x_test")
+    y_syn, y_test = _labels(y_syn, "y_syn", len(x_syn)), _labels(y_test, "y_test", len(x_test))
     if x_syn.shape[1:] != x_test.shape[1:]:
         raise DataError(f"synthetic records have shape {tuple(x_syn.shape[1:])}, test records {tuple(x_test.shape[1:])}.")
-    xs = x_syn.reshape(len(x_syn), -1).numpy().astype(np.float64)
-    ys = y_syn.numpy()
-    xt = x_test.reshape(len(x_test), -1).numpy().astype(np.float64)
-    yt = y_test.numpy()
+    for name in classifiers:
+        _make(name, seed)  # an unknown name fails before any fit
+    xs = x_syn.reshape(len(x_syn), -1).astype(np.float64)
+    ys = y_syn
+    xt = x_test.reshape(len(x_test), -1).astype(np.float64)
+    yt = y_test
     if len(np.unique(ys)) < 2:
         raise DataError("The synthetic data has fewer than two classes; no classifier can be trained.")
     perm = np.random.default_rng(seed).permutation(len(xs))  # shuffled: no class-sorted validation split

@@ -20,17 +20,25 @@ def image_grid(x: torch.Tensor, n_classes: int, per_class: int, low: float = 0.0
 
 
 def save_grid(trained, path: str | os.PathLike, per_class: int = 10, seed: int = 0) -> Path:
-    """Writes a PNG with ``per_class`` samples of every class of a trained generator (one row per class)."""
+    """Writes a PNG with ``per_class`` samples of every class of a trained generator (one row per class).
+
+    Raises:
+        DataError: if the generator does not make images.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..errors import DataError
+    from ..files import check_picture
+
+    check_picture(path, "path")
     cfg = trained.generator.config
+    if len(cfg.input_shape) != 3 or cfg.input_shape[0] not in (1, 3):
+        raise DataError(f"Sample grids need image records (1 or 3, H, W). This generator makes {tuple(cfg.input_shape)}.")
     labels = torch.arange(cfg.n_classes).repeat_interleave(per_class)
     x, _ = trained.sample(len(labels), seed=seed, labels=labels)
-    if len(cfg.input_shape) != 3:
-        raise ValueError("Sample grids need image records (C, H, W).")
     grid = image_grid(x, cfg.n_classes, per_class, cfg.low, cfg.high)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +81,9 @@ def save_sample_grid(
     import matplotlib.pyplot as plt
 
     from ..errors import DataError
+    from ..files import check_picture
 
+    check_picture(path, "path")
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise DataError(f"Sample grids need images of shape (N, 1 or 3, H, W). Got {tuple(x.shape)}.")
     n_classes = int(y.max()) + 1 if n_classes is None else n_classes

@@ -34,6 +34,11 @@ def load_reports(paths: Iterable[str | os.PathLike]) -> list[dict]:
         try:
             doc = json.loads(Path(p).read_text())
         except (OSError, ValueError) as exc:
+            from ..files import describe, sniff
+
+            kind = sniff(p)
+            if kind != "unknown":
+                raise DataError(f"{p} is {describe(kind)}, not a JSON report (`mmgen evaluate --out` writes one).") from None
             raise DataError(f"Cannot read report {p}: {exc}") from None
         if not isinstance(doc, dict):
             raise DataError(f"Report {p} is not a JSON object.")
@@ -88,7 +93,11 @@ def plot_accuracy_curve(
 
     Raises:
         DataError: if no report has both an ``epsilon`` and one of ``metrics``.
+        MMGenError: if ``path`` is not a picture file name (.png, .pdf, ...).
     """
+    from ..files import check_picture
+
+    check_picture(path, "path")
     import matplotlib
 
     matplotlib.use("Agg")

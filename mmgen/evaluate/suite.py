@@ -58,6 +58,15 @@ def parse_metrics(spec: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _tensor(a, name: str) -> torch.Tensor:
+    """A Tensor or NumPy array as a Tensor."""
+    if isinstance(a, torch.Tensor):
+        return a
+    if type(a).__module__ == "numpy" and hasattr(a, "dtype") and a.dtype.kind in "fiub":
+        return torch.from_numpy(a.copy())  # a copy: C-contiguous, whatever the strides
+    raise DataError(f"`{name}` must be a Tensor or a numeric NumPy array. Got {type(a).__name__}.")
+
+
 def evaluate(
     x_syn: torch.Tensor,
     y_syn: torch.Tensor,
@@ -73,7 +82,7 @@ def evaluate(
     """Scores labelled synthetic records against a data set's real test split.
 
     Args:
-        x_syn ((N, *input_shape) Tensor), y_syn ((N,) Tensor): synthetic records in the
+        x_syn ((N, *input_shape) Tensor or array), y_syn ((N,) Tensor or array): synthetic records in the
             data set's domain and their labels.
         data: a :class:`~mmgen.data.Dataset` (its test split and domain are used).
         metrics: names from :data:`METRICS` (or a comma-separated string, or ``"all"``).
@@ -97,6 +106,7 @@ def evaluate(
         MMGenError: on unknown metric names.
     """
     names = parse_metrics(metrics)
+    x_syn, y_syn = _tensor(x_syn, "x_syn"), _tensor(y_syn, "y_syn")
     if tuple(x_syn.shape[1:]) != tuple(data.x_test.shape[1:]):
         raise DataError(f"synthetic records have shape {tuple(x_syn.shape[1:])}, test records {tuple(data.x_test.shape[1:])}.")
     if y_syn.shape != (len(x_syn),):

@@ -1,0 +1,163 @@
+"""Which of mmgen's own file kinds a file is, from its header alone (never unpickles).
+
+mmgen writes three kinds of files:
+
+* a *release* (``mmgen release``): safetensors whose ``mmgen`` metadata says
+  ``"format": "mmgen.release"`` (:data:`mmgen.release.FORMAT`);
+* a *checkpoint* (``mmgen fit``): safetensors with ``"format": "mmgen.checkpoint"``
+  (:data:`mmgen.train.CHECKPOINT_FORMAT`);
+* *samples* (``mmgen sample``): a NumPy ``.npz`` (a zip archive) with arrays ``x`` and ``y``.
+
+:func:`sniff` tells them apart by reading at most the safetensors header or the zip
+directory, so that a command given the wrong kind can say what it got and which
+command takes it (:func:`expect`), instead of a parser's message about header lengths
+or pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+from .errors import FormatError
+
+__all__ = ["sniff", "expect", "describe", "load_samples", "check_picture", "KINDS", "PICTURE_SUFFIXES"]
+
+KINDS = ("release", "checkpoint", "samples", "unknown")
+
+_MAX_HEADER = 100_000_000  # safetensors' own limit on a header's length
+
+_DESCRIPTION = {
+    "release": "an mmgen release (made by `mmgen release`; `mmgen inspect` and `mmgen fit` take it)",
+    "checkpoint": "an mmgen generator checkpoint (made by `mmgen fit`; `mmgen sample` takes it, "
+    "and `mmgen evaluate --checkpoint`)",
+    "samples": "an .npz with arrays x and y (samples, as `mmgen sample` writes them, for `mmgen evaluate`; "
+    "or data, for `--data npz:FILE`)",
+    "unknown": "not a file mmgen writes",
+}
+
+
+def sniff(path: str | os.PathLike) -> str:
+    """The kind of an mmgen file, read from its header only.
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``"release"``, ``"checkpoint"``, ``"samples"`` (an ``.npz`` with arrays ``x`` and ``y``)
+        or ``"unknown"`` (anything else, including a missing or unreadable file). A file of a
+        known kind may still be damaged further on; the loaders check that.
+
+    >>> sniff("no-such-file")
+    'unknown'
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] == b"PK\x03\x04":  # a zip archive: what np.savez writes
+                f.seek(0)
+                with zipfile.ZipFile(f) as z:
+                    names = set(z.namelist())
+                return "samples" if {"x.npy", "y.npy"} <= names else "unknown"
+            if len(head) < 8:
+                return "unknown"
+            (n,) = struct.unpack("<Q", head)
+            if n > min(_MAX_HEADER, os.fstat(f.fileno()).st_size - 8):
+                return "unknown"
+            header = json.loads(f.read(n))
+            meta = json.loads(header["__metadata__"]["mmgen"])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return "unknown"
+    kind = meta.get("format") if isinstance(meta, dict) else None
+    return {"mmgen.release": "release", "mmgen.checkpoint": "checkpoint"}.get(kind, "unknown")
+
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff")
+
+
+def check_picture(path: str | os.PathLike | None, what: str) -> None:
+    """Refuses a picture file name matplotlib cannot write, so that the check comes before any work.
+
+    Args:
+        path: the picture to write (``None``: none asked for; passes).
+        what: the option or argument, for the message, e.g. ``"--grid"``.
+
+    Raises:
+        MMGenError: the suffix is not one of :data:`PICTURE_SUFFIXES`.
+    """
+    from .errors import MMGenError
+
+    if path is not None and Path(path).suffix.lower() not in PICTURE_SUFFIXES:
+        raise MMGenError(f"`{what}` must name a picture file ({', '.join(PICTURE_SUFFIXES)}). Got {str(path)!r}.")
+
+
+def describe(kind: str) -> str:
+    """A phrase saying what a file of ``kind`` is and which commands take it."""
+    return _DESCRIPTION[kind]
+
+
+def expect(path: str | os.PathLike, kind: str, command: str) -> None:
+    """Refuses a file of another *known* mmgen kind than ``kind``, naming what it is.
+
+    Unknown and missing files pass: the loader's own checks give the precise reason.
+
+    Args:
+        path: the file given.
+        kind: the kind the command needs (``"release"``, ``"checkpoint"`` or ``"samples"``).
+        command: what is reading it, e.g. ``"mmgen sample"``.
+
+    Raises:
+        FormatError: ``path`` is a release, checkpoint or samples file other than ``kind``.
+    """
+    if not Path(path).is_file():
+        return
+    got = sniff(path)
+    wanted = {"release": "a release", "checkpoint": "a checkpoint", "samples": "samples (.npz with x, y)"}[kind]
+    if got not in ("unknown", kind):
+        raise FormatError(f"{command} takes {wanted}; {path} is {describe(got)}.")
+    if got == "unknown" and kind != "samples" and zipfile.is_zipfile(path):
+        raise FormatError(f"{command} takes {wanted}; {path} is a zip archive (an .npz?), not an mmgen {kind}.")
+
+
+def load_samples(path: str | os.PathLike, command: str = "`mmgen evaluate`"):
+    """Reads samples written by ``mmgen sample`` (or any ``.npz`` with arrays ``x`` and ``y``), never unpickling.
+
+    Args:
+        path: the ``.npz`` file.
+        command: who reads it, for the messages.
+
+    Returns:
+        ``(x, y)``: NumPy arrays, ``x`` (N, ...) numeric and ``y`` (N,) integer labels.
+
+    Raises:
+        FormatError: the file is another mmgen kind, not an ``.npz``, or lacks ``x``/``y``.
+        DataError: ``x``/``y`` have the wrong shape or dtype.
+    """
+    import numpy as np
+
+    from .errors import DataError
+
+    if not Path(path).is_file():
+        raise FormatError(f"Samples file {path} does not exist.")
+    expect(path, "samples", command)
+    if not zipfile.is_zipfile(path):
+        raise FormatError(f"{command} takes samples (.npz with arrays x and y, as `mmgen sample` writes); "
+                          f"{path} is not an .npz file.")  # fmt: skip
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = [k for k in ("x", "y") if k not in arrays.files]
+            if missing:
+                raise FormatError(f"Samples {path} need arrays x and y; it has {', '.join(arrays.files) or 'none'}.")
+            x, y = arrays["x"], arrays["y"]
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(f"Cannot read samples {path}: {exc}") from None
+    if x.dtype.kind not in "fiub" or x.ndim < 2:
+        raise DataError(f"Samples {path}: x must be numeric of shape (N, ...). Got {x.dtype} of shape {x.shape}.")
+    if y.dtype.kind not in "iub" or y.shape != x.shape[:1]:
+        raise DataError(f"Samples {path}: y must be {len(x)} integer labels. Got {y.dtype} of shape {y.shape}.")
+    return x, y

@@ -1,0 +1,330 @@
+"""The budget record: every stage that read one private data set, composed with dp-accounting.
+
+A release is one Gaussian mechanism (several statistics composed); Private
+Evolution and DP-SGD add their own events. Run twice on the same data, the
+guarantees compose: the record lists each stage's dp-accounting event and
+reports the total ε at the record's δ. Stages made only of Gaussian
+mechanisms compose exactly into one Gaussian with ``μ² = Σ_k μ_k²`` (Dong,
+Roth & Su, "Gaussian differential privacy", JRSS-B 2022, Corollary 3.3),
+converted to ε by :func:`~mmgen.privacy.epsilon_for`; any other event goes
+through dp-accounting's :class:`~dp_accounting.pld.PLDAccountant` (its RDP accountant
+where PLD does not support the event). No
+accountant is written here.
+
+The record is kept beside the owner's data and is never published: it names
+output files and times. It is a JSON file::
+
+    {"format": "mmgen-budget-record", "version": 1, "data": "cohort.npz",
+     "neighbouring": "add-remove", "delta": 1e-05, "total_epsilon": 3.0,
+     "entries": [{"time": "2026-11-25T19:00:00+00:00", "stage": "release",
+                  "output": "cohort.mmgen", "epsilon": 1.0, "delta": 1e-05,
+                  "neighbouring": "add-remove", "noise_multipliers": [3.73],
+                  "event": {"class": "GaussianDpEvent", "noise_multiplier": 3.73}}]}
+
+Events are stored as their fields (``class`` names a class of
+``dp_accounting.dp_event``; nested events are nested objects), never pickled.
+
+Example:
+    >>> from mmgen.privacy import BudgetRecord, dp_event, noise_multiplier_for
+    >>> record = BudgetRecord(delta=1e-5)
+    >>> sigma = noise_multiplier_for(1.0, 1e-5)
+    >>> record.add(stage="release", event=dp_event([sigma]), epsilon=1.0, delta=1e-5, output="a.mmgen")
+    >>> record.add(stage="release", event=dp_event([sigma]), epsilon=1.0, delta=1e-5, output="b.mmgen")
+    >>> round(record.total_epsilon(), 3)  # two releases at ε = 1 compose to less than 2
+    1.465
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+
+import dp_accounting
+from dp_accounting import dp_event as _events
+
+from ..errors import FormatError, PrivacyError
+from .calibration import check_epsilon_delta, composed_noise_multiplier, epsilon_for
+
+__all__ = ["BudgetRecord", "RECORD_SUFFIX", "budget_warnings", "event_to_dict", "event_from_dict"]
+
+RECORD_FORMAT = "mmgen-budget-record"
+RECORD_VERSION = 1
+RECORD_SUFFIX = ".mmgen-budget.json"
+HIGH_EPSILON = 10.0
+DELTA_RULE_ABOVE = 1e-5
+
+
+def event_to_dict(event: dp_accounting.DpEvent) -> dict:
+    """A dp-accounting event as JSON-ready fields: ``{"class": NAME, field: value, ...}``."""
+    if not isinstance(event, dp_accounting.DpEvent):
+        raise PrivacyError(f"`event` must be a dp_accounting.DpEvent. Got {type(event).__name__}.")
+
+    def value(v):
+        if isinstance(v, dp_accounting.DpEvent):
+            return event_to_dict(v)
+        if isinstance(v, (list, tuple)):
+            return [value(x) for x in v]
+        return v
+
+    import attr  # dp-accounting's events are attrs classes
+
+    return {"class": type(event).__name__, **{a.name: value(getattr(event, a.name)) for a in attr.fields(type(event))}}
+
+
+def event_from_dict(d: dict) -> dp_accounting.DpEvent:
+    """Inverse of :func:`event_to_dict`; only classes of ``dp_accounting.dp_event`` are built."""
+    if not isinstance(d, dict) or not isinstance(d.get("class"), str):
+        raise FormatError(f"A stored dp event must be an object with a `class`. Got {d!r}.")
+    cls = getattr(_events, d["class"], None)
+    if not (isinstance(cls, type) and issubclass(cls, dp_accounting.DpEvent)):
+        raise FormatError(f"Unknown dp event class {d['class']!r} (not in dp_accounting.dp_event).")
+
+    def value(v):
+        if isinstance(v, dict) and "class" in v:
+            return event_from_dict(v)
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+
+    try:
+        return cls(**{k: value(v) for k, v in d.items() if k != "class"})
+    except TypeError as exc:
+        raise FormatError(f"Cannot rebuild dp event {d!r}: {exc}") from None
+
+
+def _gaussian_multipliers(event: dp_accounting.DpEvent) -> list[float] | None:
+    """The noise multipliers of an event made only of Gaussian mechanisms, else None."""
+    if isinstance(event, dp_accounting.GaussianDpEvent):
+        return [float(event.noise_multiplier)]
+    if isinstance(event, dp_accounting.SelfComposedDpEvent):
+        inner = _gaussian_multipliers(event.event)
+        return None if inner is None else inner * int(event.count)
+    if isinstance(event, dp_accounting.ComposedDpEvent):
+        out: list[float] = []
+        for e in event.events:
+            inner = _gaussian_multipliers(e)
+            if inner is None:
+                return None
+            out += inner
+        return out
+    return None
+
+
+def _compose_epsilon(events: list, delta: float, neighbouring: str) -> float:
+    """ε at ``delta`` of the composition of ``events``: exact for Gaussians, else dp-accounting's PLD."""
+    if not events:
+        return 0.0
+    sigmas = _gaussian_multipliers(dp_accounting.ComposedDpEvent(list(events)))
+    if sigmas is not None:
+        if any(s <= 0 for s in sigmas):
+            return math.inf
+        return epsilon_for(composed_noise_multiplier(sigmas), delta)
+    from dp_accounting.pld import PLDAccountant
+
+    relation = dp_accounting.NeighboringRelation
+    rel = relation.REPLACE_ONE if neighbouring == "replace-one" else relation.ADD_OR_REMOVE_ONE
+    accountant = PLDAccountant(neighboring_relation=rel)
+    event = dp_accounting.ComposedDpEvent(list(events))
+    if accountant.supports(event):
+        return float(accountant.compose(event).get_epsilon(delta))
+    from dp_accounting.rdp import RdpAccountant
+
+    accountant = RdpAccountant(neighboring_relation=rel)
+    if not accountant.supports(event):
+        raise PrivacyError(f"dp-accounting's PLD and RDP accountants cannot compose {event!r} under {neighbouring}.")
+    return float(accountant.compose(event).get_epsilon(delta))
+
+
+def budget_warnings(epsilon: float, delta: float) -> list[str]:
+    """One-line warnings about a requested (ε, δ): ε above 10, and the δ rule above 1e-5.
+
+    mmgen never reads the number of records N to check δ against it (N is private).
+    """
+    out = []
+    if epsilon > HIGH_EPSILON:
+        out.append(f"epsilon={epsilon:g} is above {HIGH_EPSILON:g}: the guarantee is weak "
+                   f"(a record's presence may change an outcome's odds by up to e^{epsilon:g}).")  # fmt: skip
+    if delta > DELTA_RULE_ABOVE:
+        out.append(f"delta={delta:g}: δ should be much smaller than 1/N "
+                   "(N = number of records; mmgen does not read N to check this).")  # fmt: skip
+    return out
+
+
+class BudgetRecord:
+    """The privacy spent on one private data set: one entry per stage that read it.
+
+    Args:
+        path: the JSON file the record is saved to (None: in memory only).
+        data: a label of the data set for the owner (kept private with the record).
+        delta: the δ at which the total ε is reported (default: the first entry's δ).
+        neighbouring: the relation every entry must share (default: the first entry's).
+        total_epsilon: a declared total; :meth:`check` refuses a stage that would exceed it.
+
+    Attributes:
+        entries: a list of dicts (time, stage, output, epsilon, delta, neighbouring,
+            noise_multipliers, event), oldest first.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, data: str | None = None,
+                 delta: float | None = None, neighbouring: str | None = None,
+                 total_epsilon: float | None = None) -> None:  # fmt: skip
+        self.path = None if path is None else Path(path)
+        self.data = data
+        self.delta = delta
+        self.neighbouring = neighbouring
+        self.total_epsilon_declared = None
+        if total_epsilon is not None:
+            self.declare_total(total_epsilon)
+        self.entries: list[dict] = []
+
+    # ---- file ----------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BudgetRecord":
+        """Reads a record file. Raises FormatError if it is not one."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except ValueError as exc:
+            raise FormatError(f"{path} is not a budget record (invalid JSON: {exc}).") from None
+        if not isinstance(d, dict) or d.get("format") != RECORD_FORMAT:
+            raise FormatError(f"{path} is not a budget record (no \"format\": \"{RECORD_FORMAT}\").")
+        if d.get("version") != RECORD_VERSION:
+            raise FormatError(f"{path}: budget record version {d.get('version')!r}; this mmgen reads {RECORD_VERSION}.")
+        rec = cls(path, data=d.get("data"), delta=d.get("delta"), neighbouring=d.get("neighbouring"),
+                  total_epsilon=d.get("total_epsilon"))  # fmt: skip
+        rec.entries = list(d.get("entries", []))
+        for e in rec.entries:
+            event_from_dict(e.get("event"))  # every stored event must rebuild
+        return rec
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, **kwargs) -> "BudgetRecord":
+        """The record at ``path`` if the file exists, else a new empty one that will be saved there."""
+        return cls.load(path) if Path(path).is_file() else cls(path, **kwargs)
+
+    def to_dict(self) -> dict:
+        return {"format": RECORD_FORMAT, "version": RECORD_VERSION, "data": self.data,
+                "neighbouring": self.neighbouring, "delta": self.delta,
+                "total_epsilon": self.total_epsilon_declared, "entries": self.entries}  # fmt: skip
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Writes the record (atomically: a temporary file, then a rename)."""
+        path = Path(path) if path is not None else self.path
+        if path is None:
+            raise PrivacyError("This budget record has no file: pass `path`.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+        self.path = path
+        return path
+
+    # ---- accounting ----------------------------------------------------------------------------------
+    def declare_total(self, total_epsilon: float) -> None:
+        """Declares the total ε this data set may spend (at the record's δ)."""
+        if isinstance(total_epsilon, bool) or not (isinstance(total_epsilon, (int, float)) and total_epsilon > 0
+                                                   and math.isfinite(total_epsilon)):  # fmt: skip
+            raise PrivacyError(f"`total_epsilon` must be a finite number > 0. Got {total_epsilon!r}.")
+        self.total_epsilon_declared = float(total_epsilon)
+
+    def events(self) -> list[dp_accounting.DpEvent]:
+        """The dp-accounting event of every entry, oldest first."""
+        return [event_from_dict(e["event"]) for e in self.entries]
+
+    def _delta(self, delta: float | None) -> float:
+        delta = self.delta if delta is None else delta
+        if delta is None:
+            raise PrivacyError("The budget record has no δ yet: pass `delta`.")
+        check_epsilon_delta(1.0, delta)
+        return float(delta)
+
+    def _relation(self, neighbouring: str | None) -> str:
+        if neighbouring is not None and self.neighbouring is not None and neighbouring != self.neighbouring:
+            raise PrivacyError(
+                f"This budget record composes {self.neighbouring} guarantees; a {neighbouring} stage cannot be "
+                "added to it (the two relations do not compose into one guarantee). Use another record."
+            )
+        return neighbouring or self.neighbouring or "add-remove"
+
+    def total_epsilon(self, delta: float | None = None) -> float:
+        """The composed ε of every entry at ``delta`` (default: the record's δ); 0 when empty."""
+        return _compose_epsilon(self.events(), self._delta(delta), self._relation(None))
+
+    def check(self, new_event: dp_accounting.DpEvent, total_epsilon: float | None = None, *,
+              delta: float | None = None, neighbouring: str | None = None) -> float:  # fmt: skip
+        """The composed ε with ``new_event`` added; raises if that exceeds the total.
+
+        Args:
+            new_event: the event of the stage about to run (before it reads the data).
+            total_epsilon: the budget (default: the declared one; None and none declared: no limit).
+            delta: δ of the total (default: the record's).
+            neighbouring: the stage's relation; must match the record's.
+
+        Returns:
+            The total ε after the stage.
+
+        Raises:
+            PrivacyError: the stage would exceed ``total_epsilon``, or its relation differs.
+        """
+        relation = self._relation(neighbouring)
+        delta = self._delta(delta)
+        after = _compose_epsilon(self.events() + [new_event], delta, relation)
+        limit = self.total_epsilon_declared if total_epsilon is None else float(total_epsilon)
+        if limit is not None and after > limit * (1 + 1e-9):
+            before = _compose_epsilon(self.events(), delta, relation)
+            where = f" ({self.path})" if self.path else ""
+            raise PrivacyError(
+                f"Refused: this stage would bring the total epsilon of the data set to {after:.4g} at delta={delta:g}, "
+                f"above the declared total {limit:g}; {len(self.entries)} earlier stage(s) in the budget record{where} "
+                f"spent {before:.4g}. Declare a larger total only if the data's owner agrees."
+            )
+        return after
+
+    def add(self, *, stage: str, event: dp_accounting.DpEvent, epsilon: float, delta: float,
+            output: str | os.PathLike | None = None, neighbouring: str | None = None,
+            noise_multipliers: list[float] | None = None, time: str | None = None) -> None:  # fmt: skip
+        """Appends one stage (in memory; call :meth:`save` to write the file).
+
+        Args:
+            stage: what ran, e.g. ``"release"``, ``"private-evolution"``, ``"dp-sgd"``.
+            event: its dp-accounting event.
+            epsilon, delta: the guarantee the stage states on its own.
+            output: the file it wrote (its name is kept, for the owner).
+            neighbouring: its relation (default add-remove); every entry shares one.
+            noise_multipliers: per-statistic multipliers (default: the event's Gaussians, if any).
+            time: ISO time (default now, UTC).
+        """
+        check_epsilon_delta(epsilon, delta)
+        relation = self._relation(neighbouring)
+        stored = event_to_dict(event)
+        if noise_multipliers is None:
+            noise_multipliers = _gaussian_multipliers(event)
+        self.entries.append({
+            "time": time or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "stage": str(stage), "output": None if output is None else str(output),
+            "epsilon": float(epsilon), "delta": float(delta), "neighbouring": relation,
+            "noise_multipliers": None if noise_multipliers is None else [float(s) for s in noise_multipliers],
+            "event": stored,
+        })  # fmt: skip
+        self.neighbouring = relation
+        if self.delta is None:
+            self.delta = float(delta)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __str__(self) -> str:
+        lines = [f"budget record {self.path or '(not saved)'}: data {self.data or '(unnamed)'}, "
+                 f"{len(self.entries)} stage(s), neighbouring {self.neighbouring or '-'}"]  # fmt: skip
+        for e in self.entries:
+            sig = ", ".join(f"{s:.4g}" for s in e["noise_multipliers"] or [])
+            lines.append(f"  {e['time']}  {e['stage']:<10s} epsilon={e['epsilon']:g} delta={e['delta']:g}  "
+                         f"-> {e['output']}" + (f"  (noise multipliers {sig})" if sig else ""))  # fmt: skip
+        if self.entries and self.delta is not None:
+            lines.append(f"total        epsilon={self.total_epsilon():.4g} at delta={self.delta:g} (composed with dp-accounting)")
+        if self.total_epsilon_declared is not None:
+            lines.append(f"declared     total epsilon {self.total_epsilon_declared:g}")
+        return "\n".join(lines)
