@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mmgen demo --data digits --out mmgen-demo
+	$(VENV)/bin/mmgen demo --data digits --out mmgen-demo --force
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
