@@ -15,7 +15,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 def test_there_are_notebooks():
     names = {p.name for p in NOTEBOOKS}
-    assert {"quickstart.ipynb", "feature_maps_across_epsilon.ipynb"} <= names
+    assert {"quickstart.ipynb", "feature_maps_across_epsilon.ipynb", "own_data.ipynb"} <= names
 
 
 @pytest.mark.slow
@@ -32,3 +32,12 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     client.execute()  # raises CellExecutionError with the failing cell's traceback
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_notebooks_are_stored_with_their_outputs():
+    """A reader on GitHub sees numbers and pictures without running anything."""
+    nbformat = pytest.importorskip("nbformat")
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code and all(c.get("execution_count") for c in code), f"{path.name}: store it executed"
