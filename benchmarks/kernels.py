@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import textwrap
@@ -40,7 +39,7 @@ from mmgen.kernels import rff_class_sums_reference
 from mmgen.release import accumulate
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+from results_block import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def _shapes(quick: bool) -> dict:
@@ -269,14 +268,7 @@ def _markdown(res: dict) -> str:
 
 
 def write_docs(res: dict, json_path: Path, md_path: Path) -> None:
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(res, indent=2) + "\n")
-    table = f"{START}\n{_markdown(res)}\n{END}"
-    text = md_path.read_text() if md_path.exists() else f"# Kernels\n\n## Results\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n## Results\n\n{START}\n{END}\n"
-    text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
-    md_path.write_text(text)
+    write_results(res, _markdown(res), json_path, md_path, "# Kernels\n\n## Results\n\n")
 
 
 def main(argv=None) -> dict:

@@ -27,11 +27,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
-import re
 import statistics
 import time
 from importlib.metadata import version
@@ -43,7 +41,7 @@ from mmgen.privacy import gaussian_mechanism, noise_multiplier_for, sampler_sens
 from mmgen.privacy.noise import _opendp_measurement
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+from results_block import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 SHAPES = [(10, 10_001), (10, 20_001)]
 
 
@@ -137,14 +135,7 @@ the Box–Muller path is vectorised NumPy. Rerun the script to refresh the table
 
 
 def write_docs(res: dict, json_path: Path, md_path: Path) -> None:
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(res, indent=2) + "\n")
-    table = f"{START}\n{_markdown(res)}\n{END}"
-    text = md_path.read_text() if md_path.exists() else f"{_INTRO}{START}\n{END}\n"
-    if START not in text:
-        text += f"\n## Results\n\n{START}\n{END}\n"
-    text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
-    md_path.write_text(text)
+    write_results(res, _markdown(res), json_path, md_path, _INTRO)
 
 
 def main(argv=None) -> dict:

@@ -166,3 +166,45 @@ def test_domain_is_declared_from_the_cli_and_the_advice_never_says_min_max(tmp_p
     assert (ds.low, ds.high) == (0.0, 16.0) and float(ds.x_train.max()) == 16.0
     with pytest.raises(DataError, match="both bounds"):
         mmgen.data.load(spec, low=0.0)
+
+
+def test_neighbouring_files_with_a_holdout_differ_by_at_most_the_sensitivity(tmp_path, digits, fixed_noise):
+    """--holdout through the CLI: the canary at the front is either released (the sums move by its row)
+    or held out (they do not move); no other record changes side."""
+    x = (digits.x_train[:800].numpy() * 255).astype(np.uint8)
+    y = digits.y_train[:800].numpy()
+    canaries = [np.full((1, *x.shape[1:]), v, np.uint8) for v in (255, 0, 128, 64)]
+    sides = {bool(holdout_mask(c, np.array([3]), 0.2)[0]) for c in canaries}
+    assert sides == {True, False}  # both sides are exercised below
+    a = _release(tmp_path, _save(tmp_path / "a.npz", x, y, n_classes=10), "a", extra=("--holdout", "0.2"))
+    for i, c in enumerate(canaries):
+        spec = _save(tmp_path / f"b{i}.npz", np.concatenate([c, x]), np.concatenate([[3], y]), n_classes=10)
+        b = _release(tmp_path, spec, f"b{i}", extra=("--holdout", "0.2"))
+        (va,), (vb,), stat = _vectors(a), _vectors(b), a.statistics[0]
+        diff = float((vb - va).norm())
+        held = bool(holdout_mask(c, np.array([3]), 0.2)[0])
+        assert diff <= 1e-3 if held else 0.5 < diff <= stat.sensitivity + 1e-3, (i, held, diff)
+
+
+def _write_idx(path, array):
+    import struct
+
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", s) for s in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_neighbouring_idx_folders_through_the_cli_differ_by_at_most_the_sensitivity(tmp_path, digits, fixed_noise):
+    x = (digits.x_train[:600, 0].numpy() * 255).astype(np.uint8)  # (N, 8, 8) as IDX images
+    y = digits.y_train[:600].numpy()
+    releases = []
+    for name, (xs, ys) in {"a": (x, y), "b": (np.concatenate([np.full((1, 8, 8), 255), x]), np.concatenate([[3], y]))}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        _write_idx(folder / "train-images-idx3-ubyte", xs)
+        _write_idx(folder / "train-labels-idx1-ubyte", ys)
+        _write_idx(folder / "t10k-images-idx3-ubyte", x[:5])
+        _write_idx(folder / "t10k-labels-idx1-ubyte", y[:5])
+        releases.append(_release(tmp_path, f"idx:{folder}", name))
+    (va,), (vb,) = _vectors(releases[0]), _vectors(releases[1])
+    assert 0.5 < float((vb - va).norm()) <= releases[0].statistics[0].sensitivity + 1e-3
+    assert str(tmp_path) not in str(releases[0].metadata)  # the folder's path is not published

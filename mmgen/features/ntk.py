@@ -131,7 +131,8 @@ class NTKFeatures(FeatureMap):
         """φ(x) from a float64 copy of the network (the release path; see :meth:`FeatureMap.release_features`)."""
         self._check_setup()
         net = self.__dict__.get("_network64")
-        if net is None:
+        device = next(self.network_.parameters()).device
+        if net is None or next(net.parameters()).device != device:  # built again after the map moves
             import copy
 
             net = copy.deepcopy(self.network_).to(torch.float64)

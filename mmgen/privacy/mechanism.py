@@ -10,9 +10,13 @@ count weight ``b``; every other row is zero). With ``‖φ(x)‖ ≤ m`` and
   ``sqrt(2(a²m² + b²))`` when ``y ≠ y'`` (disjoint rows) and ``2am`` when
   ``y = y'`` (the counts cancel), so ``Δ = max(sqrt(2(a²m²+b²)), 2am)``.
 
-Features are computed in float32, so a norm "exactly 1" may come out as
-1 + 1e-7. The sensitivity therefore uses ``m·(1 + NORM_SLACK)`` with
-``NORM_SLACK = 1e-5``, a bound on that rounding far above its size.
+The release sums are not exact real numbers: each record's row is capped in
+float64 and rounded to a fixed-point grid, the integer sums are converted to
+float64 once, and ``finalize`` scales them by ``a`` in float64
+(:mod:`mmgen.privacy.bounds`). Together these move one record's effect by
+less than ``1e-6`` (``rounding_bound`` plus one more float64 rounding of the
+sums, at most ``2⁻⁵³·N``). The sensitivity therefore uses
+``m·(1 + NORM_SLACK)`` with ``NORM_SLACK = 1e-5``, ten times that bound.
 
 The mechanism (:func:`gaussian_mechanism`) returns ``Σ_i v(x_i, y_i) + z``
 with ``z`` of standard deviation ``σΔ`` per coordinate, σ being the noise
@@ -50,7 +54,7 @@ __all__ = [
 ]  # fmt: skip
 
 NEIGHBOURING = ("add-remove", "replace-one")
-NORM_SLACK = 1e-5  # covers float32 rounding of ‖φ(x)‖ (relative error ~1e-7)
+NORM_SLACK = 1e-5  # covers the release path's rounding (< 1e-6 per record, see mmgen.privacy.bounds)
 
 
 def check_neighbouring(neighbouring: str) -> str:
