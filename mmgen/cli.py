@@ -20,13 +20,16 @@ def _add_release(sub):
     p = sub.add_parser("release", help="make a private release of a data set", description=(
         "Reads the data once and writes an (epsilon, delta)-DP release of its class-conditional "
         "mean embeddings (safetensors + JSON metadata)."))  # fmt: skip
-    p.add_argument("--data", default="digits", help="digits | fashion-mnist[:FOLDER] | idx:FOLDER | npz:FILE")
+    p.add_argument("--data", default="digits",
+                   help="digits | fashion-mnist[:FOLDER] | idx:FOLDER | npz:FILE | csv:FILE | parquet:FILE (tables need --schema)")  # fmt: skip
     _add_npz_options(p)
-    p.add_argument("--features", default="rff", help=(
+    _add_schema_option(p)
+    p.add_argument("--features", default=None, help=(
         "feature maps, comma-separated (see `mmgen features`); bundles expand to several statistics: "
         "hermite = hermite + hermite-product (two kernels), perceptual = first + second moment, "
-        "perceptual-first = first moment only; "
-        "e.g. rff,perceptual. Default rff"))  # fmt: skip
+        "perceptual-first = first moment only; tables: table-marginals (1- and 2-way marginals), "
+        "table-rff (DP-MERF's heterogeneous map); "
+        "e.g. rff,perceptual. Default rff for arrays, table-marginals for tables"))  # fmt: skip
     p.add_argument("--budget-split", default=None, help=(
         "weights of the budget (shares of mu^2) per statistic, comma-separated, e.g. 1,2; "
         "default: each bundle's default (equal)"))  # fmt: skip
@@ -40,7 +43,9 @@ def _add_release(sub):
     p.add_argument("--neighbouring", default="add-remove", choices=["add-remove", "replace-one"],
                    help="neighbouring relation of the guarantee (default add-remove)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="public seed of the feature map (recorded)")
-    p.add_argument("--clip", action="store_true", help="clip values into the declared domain instead of refusing them")
+    p.add_argument("--clip", action="store_true", help=(
+        "clip values into the declared domain instead of refusing them (tables: numbers into their "
+        "declared bounds); recorded in the release"))  # fmt: skip
     p.add_argument("--out", required=True, help="release file to write (an existing one is refused without --force)")
     p.add_argument("--force", action="store_true", help=(
         "overwrite an existing --out (the new release spends its epsilon again: both count in the budget record)"))  # fmt: skip
@@ -49,11 +54,17 @@ def _add_release(sub):
         "else none; the data file's path is never recorded)"))  # fmt: skip
     p.add_argument("--budget-record", default=None, metavar="PATH", help=(
         "the budget record of this data set (JSON, never publish it): a file, or a folder to keep it in. "
-        "Default for npz:FILE: FILE.mmgen-budget.json beside it; for idx:FOLDER: FOLDER/mmgen-budget.json; "
+        "Default for npz:FILE, csv:FILE, parquet:FILE: FILE.mmgen-budget.json beside it; for idx:FOLDER: FOLDER/mmgen-budget.json; "
         "for the public benchmarks: none"))  # fmt: skip
     p.add_argument("--total-epsilon", type=float, default=None, help=(
         "declare the total epsilon this data set may spend (kept in the budget record, at its delta); "
         "a release that would exceed it is refused before the data is read"))  # fmt: skip
+
+
+def _add_schema_option(p):
+    p.add_argument("--schema", default=None, metavar="SCHEMA.json", help=(
+        "csv:/parquet: tables: the public schema (every column's type, declared bounds or categories, "
+        "missing values, optional label); draft one with `mmgen schema draft FILE`"))  # fmt: skip
 
 
 def _add_npz_options(p):
@@ -64,7 +75,7 @@ def _add_npz_options(p):
         "with --high, values are used as stored. Default: the file's 'low', else [0, 1] (uint8 divided by 255)"))  # fmt: skip
     p.add_argument("--high", type=float, default=None, help="npz: the declared upper bound of every value (see --low)")
     p.add_argument("--holdout", type=float, default=None, metavar="FRACTION", help=(
-        "npz without x_test/y_test: hold out about FRACTION of the records by a hash of each record's own "
+        "npz without x_test/y_test, or a table: hold out about FRACTION of the records by a hash of each record's own "
         "bytes (the same records for release and evaluate); held-out records are not released, and scores "
         "on them are not private. Default: release every record"))  # fmt: skip
 
@@ -90,8 +101,8 @@ def _add_fit(sub):
         "steps the expected duration is printed. Train longer with --epochs, bigger with --width/--batch-size."))  # fmt: skip
     p.add_argument("file", help="release file")
     p.add_argument("--out", required=True, help="checkpoint file to write")
-    p.add_argument("--generator", default="auto", choices=["auto", "conv", "mlp", "resnet"],
-                   help="auto (default): conv for (C, H, W) images, mlp for vectors; the choice is printed")  # fmt: skip
+    p.add_argument("--generator", default="auto", choices=["auto", "conv", "mlp", "resnet", "table"],
+                   help="auto (default): conv for (C, H, W) images, table for tables, mlp for other vectors; the choice is printed")  # fmt: skip
     p.add_argument("--width", type=int, default=None, help=(
         f"channels (conv, resnet) or hidden units / 4 (mlp) of the widest layer; "
         f"default {d['conv_width']} for conv, 64 otherwise"))  # fmt: skip
@@ -108,7 +119,7 @@ def _add_fit(sub):
                    help="unbiased (U-statistic) per-batch estimate of the matching loss instead of DP-MERF's biased one")  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help=(
-        "CPU threads for torch (default: torch's, one per core); on a machine busy with other processes "
+        "CPU threads for torch (default: 1 for a table, else torch's, one per core); on a machine busy with other processes "
         "--threads 1 can be several times faster (idle OpenMP threads spin against them)"))  # fmt: skip
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from the checkpoint at --out (same result as an uninterrupted run)")  # fmt: skip
@@ -117,10 +128,11 @@ def _add_fit(sub):
 
 def _add_sample(sub):
     p = sub.add_parser("sample", help="draw synthetic data from a checkpoint", description=(
-        "Writes N labelled synthetic records as .npz (x in the declared domain, y integer labels)."))  # fmt: skip
+        "Writes N labelled synthetic records as .npz (x in the declared domain, y integer labels); "
+        "for a table, a .csv or .parquet file with the schema's columns, types and category labels."))  # fmt: skip
     p.add_argument("checkpoint")
     p.add_argument("--n", type=int, required=True)
-    p.add_argument("--out", required=True, help=".npz file to write")
+    p.add_argument("--out", required=True, help=".npz file to write (tables: .csv or .parquet)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--grid", default=None, help="also write a PNG grid of samples per class")
 
@@ -129,11 +141,13 @@ def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="utility and fidelity of synthetic data against a real test split", description=(
         "Scores synthetic records against the real test split: classifiers trained (and selected) on the "
         "synthetic data and tested once on the real data, and distances between the two samples."))  # fmt: skip
-    p.add_argument("samples", help=".npz with x, y")
-    p.add_argument("--data", default=None, help="data spec whose test split is used")
+    p.add_argument("samples", help=".npz with x, y; or a synthetic table (.csv, .parquet) from `mmgen sample`")
+    p.add_argument("--data", default=None, help="data spec whose test split is used (tables: the real csv:/parquet: file)")
     p.add_argument("--test-data", default=None, metavar="npz:FILE", help=(
-        "test records of your own: every record (x, y) of this file is a test record (instead of --data's test split)"))  # fmt: skip
+        "test records of your own: every record (x, y) of this file is a test record (instead of --data's test split); "
+        "tables: csv:FILE or parquet:FILE"))  # fmt: skip
     _add_npz_options(p)
+    _add_schema_option(p)
     p.add_argument("--metrics", default="lr,mlp", help=(
         "comma-separated: lr (logistic regression), mlp, cnn, fd (FD-EfficientNetLite0), prdc "
         "(precision/recall/density/coverage), mmd (Gaussian MMD^2), sinkhorn, or all; default lr,mlp"))  # fmt: skip
@@ -144,7 +158,7 @@ def _add_evaluate(sub):
     p.add_argument("--label", default=None, help="method name in the report (default: the checkpoint's statistics)")
     p.add_argument("--grid", default=None, help="also write a PNG grid of the samples, one row per class")
     p.add_argument("--plot", default=None, metavar="PNG", help=(
-        "write the sample grid to PNG and, with --compare, the accuracy/epsilon curve of this report and "
+        "tables: the per-column marginals, real vs synthetic; images: write the sample grid to PNG and, with --compare, the accuracy/epsilon curve of this report and "
         "the compared ones to PNG's name + '-accuracy.png'"))  # fmt: skip
     p.add_argument("--compare", nargs="+", default=[], metavar="REPORT",
                    help="other JSON reports (mmgen evaluate --checkpoint, or benchmark results) to plot with --plot")  # fmt: skip
@@ -173,6 +187,19 @@ def _add_demo(sub):
     p.add_argument("--out", default="mmgen-demo")
     p.add_argument("--force", action="store_true", help="overwrite a demo release already in --out")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_schema(sub):
+    p = sub.add_parser("schema", help="draft or check a table's public schema", description=(
+        "draft: writes a schema read off a CSV/Parquet file, as a starting point only -- every bound and "
+        "category in it is PRIVATE (read off the data) and must be replaced by public knowledge; mmgen refuses "
+        "a release with the draft until its 'note' is deleted. check: validates a schema (and a table against it) "
+        "and prints its columns and encoding."))  # fmt: skip
+    p.add_argument("action", choices=["draft", "check"])
+    p.add_argument("file", help="draft: the CSV/Parquet file; check: the schema JSON")
+    p.add_argument("--data", default=None, help="check: also validate this table against the schema (csv:FILE or parquet:FILE)")
+    p.add_argument("--label", default=None, help="draft: the label column (the release is conditional on it)")
+    p.add_argument("--out", default=None, help="draft: the schema JSON to write (an existing file is refused)")
 
 
 def _add_budget(sub):
@@ -209,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_release, _add_inspect, _add_fit, _add_sample, _add_evaluate, _add_plot, _add_demo, _add_audit,
-                _add_budget):
+                _add_budget, _add_schema):
         add(sub)
     sub.add_parser("features", help="list the registered feature maps", description="Lists the feature maps.")
     for p in sub.choices.values():
@@ -305,6 +332,21 @@ def _test_data(args):
 BENCHMARKS = ("digits", "fashion-mnist")  # public data sets: their names may be published, no record by default
 
 
+def _schema(args, table: bool):
+    """The table's public schema (``--schema``), read and checked before any data; None for arrays."""
+    from .data.tables import Schema
+    from .errors import MMGenError
+
+    if not table:
+        if getattr(args, "schema", None):
+            raise MMGenError(f"`--schema` applies to csv: and parquet: tables. Got --data {args.data}.")
+        return None
+    if not args.schema:
+        raise MMGenError(f"A table ({args.data}) needs its public schema: --schema SCHEMA.json "
+                         "(draft one with `mmgen schema draft FILE`, then replace every bound by public knowledge).")  # fmt: skip
+    return Schema.load(args.schema)
+
+
 def _warn(message: str) -> None:
     print(f"mmgen: warning: {message}", file=sys.stderr)
 
@@ -313,7 +355,7 @@ def _budget_record_path(spec: str, chosen: str | None) -> Path | None:
     """Where the budget record of data ``spec`` lives (never beside the outputs: it is not published).
 
     ``--budget-record`` a folder: ``FOLDER/<data file name>.mmgen-budget.json``; a file: that file.
-    Default: ``FILE.mmgen-budget.json`` beside an npz file, ``FOLDER/mmgen-budget.json`` in an IDX
+    Default: ``FILE.mmgen-budget.json`` beside an npz, CSV or Parquet file, ``FOLDER/mmgen-budget.json`` in an IDX
     folder, none for the public benchmarks (digits, fashion-mnist).
     """
     from .privacy.ledger import RECORD_SUFFIX
@@ -324,7 +366,7 @@ def _budget_record_path(spec: str, chosen: str | None) -> Path | None:
         if chosen_path.is_dir() or chosen.endswith(("/", "\\")):
             return chosen_path / ((Path(arg).name if arg else kind) + RECORD_SUFFIX)
         return chosen_path
-    if kind == "npz" and arg:
+    if kind in ("npz", "csv", "parquet") and arg:
         return Path(arg).with_name(Path(arg).name + RECORD_SUFFIX)
     if kind == "idx" and arg:
         return Path(arg) / "mmgen-budget.json"
@@ -350,6 +392,10 @@ def cmd_release(args) -> None:
     if not args.force:
         _refuse_overwrite(Path(args.out), "a release")
     kind = args.data.partition(":")[0]
+    table = kind in ("csv", "parquet")
+    schema = _schema(args, table)
+    if args.features is None:
+        args.features = "table-marginals" if table else "rff"
     data_name = args.name if args.name is not None else (args.data if args.data in BENCHMARKS else kind)
     options = _feature_options(args)
     from .features.bundles import expand
@@ -379,9 +425,13 @@ def cmd_release(args) -> None:
                          "pass --budget-record PATH.")  # fmt: skip
     for message in budget_warnings(args.epsilon, args.delta):
         _warn(message)
-    ds = mmgen.data.load(args.data, **_npz_options(args))
+    if table:
+        ds = mmgen.data.load(args.data, schema=schema, clip=args.clip, **_npz_options(args))
+    else:
+        ds = mmgen.data.load(args.data, **_npz_options(args))
     rel = mmgen.release(ds, features=fmaps, epsilon=args.epsilon, delta=args.delta, budget_split=split,
-                        neighbouring=args.neighbouring, clip=args.clip, data_name=data_name, progress=True)  # fmt: skip
+                        neighbouring=args.neighbouring, clip=args.clip and not table, data_name=data_name,
+                        progress=True)  # fmt: skip
     path = rel.save(args.out)
     stds = ", ".join(f"{s.name} {s.noise_std:.4g}" for s in rel.statistics)
     # no timing and no record count: both grow with the private N, and consoles get pasted into tickets
@@ -394,6 +444,44 @@ def cmd_release(args) -> None:
         record.save()
         print(f"budget record {record_path}: {len(record)} stage(s), total epsilon {record.total_epsilon():.4g} "
               f"at delta={record.delta:g} (keep it private)")  # fmt: skip
+
+
+def cmd_schema(args) -> None:
+    from .data.tables import DRAFT_WARNING, Schema, draft_schema, read_table
+    from .errors import MMGenError
+
+    if args.action == "draft":
+        if not args.out:
+            raise MMGenError("`mmgen schema draft` needs --out SCHEMA.json.")
+        _refuse_overwrite_file(Path(args.out))
+        frame = read_table(args.file)
+        if args.label is not None and args.label not in frame.columns:
+            raise MMGenError(f"--label {args.label!r} is not a column of {args.file} ({', '.join(map(str, frame.columns))}).")
+        Path(args.out).write_text(json.dumps(draft_schema(frame, label=args.label), indent=2) + "\n")
+        _warn(DRAFT_WARNING)
+        print(f"wrote {args.out}: a draft of {len(frame.columns)} columns (edit it before any release)")
+        return
+    schema = Schema.load(args.file)
+    for c in schema.columns:
+        role = " (label)" if c.name == schema.label else ""
+        if c.is_numeric:
+            extra = f"[{c.low:g}, {c.high:g}]{' log' if c.transform else ''}, {c.n_bins} bins{', may be missing' if c.missing else ''}"
+        else:
+            extra = f"{len(c.categories)} categories: {', '.join('(missing)' if v is None else str(v) for v in c.categories)}"
+        print(f"{c.name:<14} {c.type:<12} {extra}{role}")
+    print(f"encoded      {schema.encoded_dim} values per row, {schema.n_classes} class(es)")
+    if args.data:
+        from .data.tables import load_table
+
+        ds = load_table(args.data, schema)
+        print(f"{args.data}: every row fits the schema ({len(ds.y_train)} rows -- a private count, do not publish it)")
+
+
+def _refuse_overwrite_file(path: Path) -> None:
+    from .errors import MMGenError
+
+    if path.exists():
+        raise MMGenError(f"{path} exists; give another --out or delete it first.")
 
 
 def cmd_budget(args) -> None:
@@ -426,6 +514,10 @@ def format_release(rel) -> str:
         f"data         {d.get('name')}: input shape {tuple(d['input_shape'])}, {d['n_classes']} classes, "
         f"domain [{d['low']:g}, {d['high']:g}]{', clipped' if d.get('clip') else ''}",
     ]
+    if d.get("table"):
+        t = d["table"]
+        cols = ", ".join(c["name"] + ("*" if c["name"] == t.get("label") else "") for c in t["columns"])
+        lines.append(f"table        {len(t['columns'])} columns ({cols}; * label){', numbers clipped' if t.get('clip') else ''}")
     for s in rel.statistics:
         f = s.feature_spec
         cfg = ", ".join(f"{k}={v}" for k, v in f["config"].items())
@@ -467,7 +559,7 @@ def cmd_fit(args) -> None:
     weights = tuple(_floats(args.statistic_weights, "--statistic-weights")) if args.statistic_weights else None
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                       lr=args.lr, seed=args.seed, device=args.device, statistic_weights=weights,
-                      unbiased=args.unbiased)  # fmt: skip
+                      unbiased=args.unbiased, threads=args.threads)  # fmt: skip
     resume = None
     if args.resume:
         if not Path(args.out).is_file():
@@ -478,7 +570,7 @@ def cmd_fit(args) -> None:
         import torch
 
         torch.manual_seed(cfg.seed)  # as fit() does before it builds a generator from a name
-        kind = auto_kind(rel.input_shape) if args.generator == "auto" else args.generator
+        kind = auto_kind(rel.input_shape, "table" in rel.schema) if args.generator == "auto" else args.generator
         width = args.width if args.width is not None else (FIT_DEFAULTS["conv_width"] if kind == "conv" else None)
         generator = for_release(rel, args.generator, **({} if width is None else {"width": width}))
     t0 = time.perf_counter()
@@ -496,13 +588,22 @@ def cmd_sample(args) -> None:
     from .train import Trained
 
     # every check before anything is written
-    if Path(args.out).suffix != ".npz":
-        raise MMGenError(f"`--out` must be an .npz file (mmgen sample writes NumPy .npz). Got {args.out!r}.")
     if args.n < 1:
         raise MMGenError(f"`--n` must be ≥ 1. Got {args.n}.")
     check_picture(args.grid, "--grid")
     expect(args.checkpoint, "checkpoint", "`mmgen sample`")
     trained = Trained.load(args.checkpoint)
+    if trained.release_info["data"].get("table") is not None:
+        from .data.tables import write_table
+
+        if Path(args.out).suffix.lower() not in (".csv", ".parquet") or args.grid:
+            raise MMGenError(f"This checkpoint makes table rows: `--out` must be a .csv or .parquet file (and no --grid). Got {args.out!r}.")
+        frame = trained.sample_table(args.n, seed=args.seed)
+        write_table(frame, args.out)
+        print(f"wrote {args.out}: {args.n} rows, columns {', '.join(frame.columns)}")
+        return
+    if Path(args.out).suffix != ".npz":
+        raise MMGenError(f"`--out` must be an .npz file (mmgen sample writes NumPy .npz). Got {args.out!r}.")
     shape = tuple(trained.generator.config.input_shape)
     if args.grid and (len(shape) != 3 or shape[0] not in (1, 3)):
         raise MMGenError(f"`--grid` needs image records (1 or 3, H, W); this checkpoint makes records of shape {shape}.")
@@ -527,6 +628,8 @@ def cmd_evaluate(args) -> None:
     from .evaluate.fidelity import FD_NAME, PRDC_NAME
     from .files import check_picture, expect, load_samples
 
+    if Path(args.samples).suffix.lower() in (".csv", ".parquet"):
+        return _evaluate_table(args)
     metrics = parse_metrics(args.metrics)
     check_picture(args.grid, "--grid")
     check_picture(args.plot, "--plot")
@@ -584,6 +687,54 @@ def cmd_evaluate(args) -> None:
         print(f"wrote {args.out}")
 
 
+def _evaluate_table(args) -> None:
+    """``mmgen evaluate SYNTH.csv --data csv:REAL --schema S``: marginals, correlations, ML efficacy, DCR."""
+    from .data.tables import load_frames, read_table
+    from .errors import MMGenError
+    from .evaluate.tables import evaluate_table
+    from .files import check_picture
+
+    check_picture(args.plot, "--plot")
+    if not args.data or args.data.partition(":")[0] not in ("csv", "parquet"):
+        raise MMGenError("Evaluating a synthetic table needs the real one: --data csv:FILE (or parquet:FILE) --schema S.json.")
+    schema = _schema(args, True)
+    train, test = load_frames(args.data, schema, holdout=args.holdout)
+    if args.test_data:
+        if args.holdout is not None:
+            raise MMGenError("`--holdout` and `--test-data` exclude each other: the test records come from one place.")
+        test, _ = load_frames(args.test_data, schema)
+    if not len(test):
+        raise MMGenError(f"{args.data} has no test rows: give them as --test-data csv:TEST.csv, or hold some out with "
+                         "--holdout FRACTION for both `release` and `evaluate`.")  # fmt: skip
+    synth = read_table(args.samples)
+    report: dict = {"samples": args.samples, "data": args.data}
+    if args.checkpoint:
+        from .files import expect
+        from .train import Trained
+
+        expect(args.checkpoint, "checkpoint", "`mmgen evaluate --checkpoint`")
+        info = Trained.load(args.checkpoint).release_info
+        report.update(epsilon=info["privacy"]["epsilon"], delta=info["privacy"]["delta"],
+                      neighbouring=info["privacy"]["neighbouring"], checkpoint=args.checkpoint,
+                      method="+".join(s["name"] for s in info["statistics"]))  # fmt: skip
+    report.update(evaluate_table(synth, train, test, schema, holdout=test, plot=args.plot, seed=args.seed))
+    tvd = report["marginals"] if "marginals" in report else report
+    eff = report.get("ml_efficacy", {})
+    line = [f"TVD 1-way {tvd['one_way_mean']:.4f} (max {tvd['one_way_max']:.4f})",
+            f"2-way {tvd['two_way_mean']:.4f} (max {tvd['two_way_max']:.4f})"]  # fmt: skip
+    if eff:
+        for who in ("synthetic", "real"):
+            b = eff[who]["boosting"]
+            line.append(f"boosting on {who}: accuracy {b['accuracy']:.4f}, ROC-AUC {b['roc_auc']:.4f}")
+    print("   ".join(line) + f"   ({len(synth)} synthetic, {len(test)} real test rows)")
+    if args.plot:
+        print(f"wrote {args.plot}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2, default=float) + "\n")
+        print(f"wrote {args.out}")
+
+
 def cmd_plot(args) -> None:
     from .evaluate.plots import load_reports, plot_accuracy_curve
     from .files import check_picture
@@ -637,6 +788,7 @@ def cmd_audit(args) -> None:
 COMMANDS = {
     "release": cmd_release, "inspect": cmd_inspect, "fit": cmd_fit, "sample": cmd_sample,
     "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "features": cmd_features, "audit": cmd_audit, "budget": cmd_budget,
+    "schema": cmd_schema,
 }  # fmt: skip
 
 

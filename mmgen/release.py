@@ -370,6 +370,7 @@ def release(
     noise_seed: int | None = None,
     data_name: str | None = None,
     progress: bool = False,
+    schema=None,
 ) -> Release:
     """Makes an (ε, δ)-DP release of class-conditional mean embeddings.
 
@@ -400,6 +401,10 @@ def release(
             ``for_publication = false``.
         data_name: a public name of the data recorded in the schema.
         progress: show a progress bar.
+        schema: for a table: its public :class:`~mmgen.data.tables.Schema` (or JSON form, or file);
+            ``x`` is then a pandas data frame (or a :class:`Dataset` from :func:`mmgen.data.load_table`).
+            Each row is encoded by the schema, the label column gives the classes, and tabular
+            feature maps (``"table-marginals"``, ``"table-rff"``) get the schema's layout.
 
     Returns:
         The :class:`Release`.
@@ -412,8 +417,18 @@ def release(
     check_neighbouring(neighbouring)
     if not (0 < count_weight < 1):
         raise PrivacyError(f"`count_weight` must be in (0, 1). Got {count_weight!r}.")
+    if type(x).__name__ == "DataFrame" or schema is not None:
+        from .data.tables import load_table
+
+        if type(x).__name__ != "DataFrame" or y is not None:
+            raise DataError("A table release takes a pandas data frame `x` and its `schema` (the label is a column).")
+        if clip:
+            raise DataError("For a table, clip numbers into their declared bounds when loading: mmgen.data.load_table(..., clip=True).")
+        x = load_table("table", schema, frame=x)
+    table = None
     if isinstance(x, Dataset):
         ds = x
+        table = ds.table
         x, y = ds.x_train, ds.y_train
         n_classes = ds.n_classes if n_classes is None else n_classes
         bounds = (ds.low, ds.high) if bounds is None else bounds
@@ -447,7 +462,12 @@ def release(
         raise DataError(f"`n_classes` must be a positive integer. Got {n_classes!r}.")
     input_shape = tuple(int(s) for s in input_shape)
 
-    fmaps = _feature_maps(features, input_shape, bounds)
+    layout = None
+    if table is not None:
+        from .data.tables import Schema
+
+        layout = Schema.from_dict(table).layout()
+    fmaps = _feature_maps(features, input_shape, bounds, layout)
     shares = default_budget_split(features) if budget_split is None else [float(w) for w in budget_split]
     if len(shares) != len(fmaps):
         raise PrivacyError(f"`budget_split` needs one weight per statistic ({len(fmaps)}). Got {len(shares)}.")
@@ -460,7 +480,8 @@ def release(
         sums, counts, fmaps, epsilon=epsilon, delta=delta, neighbouring=neighbouring, budget_split=shares,
         count_weight=count_weight, noise_seed=noise_seed,
         schema={"name": data_name, "input_shape": list(input_shape), "n_classes": n_classes,
-                "low": bounds[0], "high": bounds[1], "clip": bool(clip)},
+                "low": bounds[0], "high": bounds[1], "clip": bool(clip),
+                **({"table": table} if table is not None else {})},
     )  # fmt: skip
 
 
@@ -604,21 +625,26 @@ def finalize(
     return Release(statistics=tuple(stats), metadata=metadata)
 
 
-def _feature_maps(features, input_shape, bounds) -> list[FeatureMap]:
+def _feature_maps(features, input_shape, bounds, layout=None) -> list[FeatureMap]:
     """The feature maps of ``features``, set up and checked; a name expands as the CLI expands it.
 
     A name (or comma-separated spec) goes through :func:`mmgen.features.statistics`, so a bundle
     such as ``"hermite"`` or ``"perceptual"`` gives its several statistics, in the same order and
     with the same specs as ``mmgen release --features NAME``; :func:`mmgen.features.default_budget_split`
-    gives the matching default split.
+    gives the matching default split. With a table's ``layout``, every map that reads one
+    (``table-marginals``, ``table-rff``) gets it, and an instance must carry the same one.
     """
+    from .features.bundles import expand
+    from .features.base import get_class
     items = [features] if isinstance(features, (str, FeatureMap)) else list(features)
     if not items:
         raise MMGenError("`features` is empty: name at least one feature map.")
     maps = []
     for item in items:
         if isinstance(item, str):
-            maps.extend(statistics(item, input_shape=input_shape, bounds=bounds))
+            wants = layout is not None and any("layout" in get_class(m).Config.__dataclass_fields__ for m, _, _ in expand(item))
+            opts = {"*": {"layout": layout}} if wants else None
+            maps.extend(statistics(item, input_shape=input_shape, bounds=bounds, options=opts))
         elif isinstance(item, FeatureMap):
             maps.append(item)
         else:
@@ -626,12 +652,19 @@ def _feature_maps(features, input_shape, bounds) -> list[FeatureMap]:
     out = []
     for f in maps:
         if not f.is_setup:
+            if layout is not None and "layout" in type(f.config).__dataclass_fields__ and f.config.layout is None:
+                f = type(f)(dataclasses.replace(f.config, layout=layout))  # a table map takes the schema's layout
             f.setup(input_shape, bounds)
         elif tuple(f.input_shape_) != tuple(input_shape) or tuple(f.bounds_) != tuple(bounds):
             raise DataError(
                 f"Feature map {f.name!r} was set up for shape {f.input_shape_} and bounds {f.bounds_}; "
                 f"the data has shape {tuple(input_shape)} and bounds {tuple(bounds)}."
             )
+        has_layout = hasattr(f, "layout_")
+        if has_layout and layout is not None and [list(b) for b in f.layout_] != [list(b) for b in layout]:
+            raise DataError(f"Feature map {f.name!r} was set up for another table layout than the schema's.")
+        if has_layout and layout is None and f.config.layout is not None:
+            raise DataError(f"Feature map {f.name!r} reads a table layout, but the data has no schema.")
         if not (0 < f.max_norm <= 1):
             raise PrivacyError(f"Feature map {f.name!r} declares max_norm={f.max_norm}; it must be in (0, 1].")
         out.append(f)

@@ -57,6 +57,9 @@ class TrainConfig(Config):
             DP-MERF's biased one, whose bias penalises the diversity of each generated class
             (see :func:`mmgen.features.base.class_mean_matching_loss`).
         device: torch device for training.
+        threads: CPU threads for torch during the fit; None: one for a table's generator (its
+            tensors are small: more threads only spin, many times slower on a busy machine),
+            torch's setting otherwise.
     """
 
     epochs: int = 10
@@ -68,6 +71,7 @@ class TrainConfig(Config):
     statistic_weights: tuple[float, ...] | None = None
     unbiased: bool = False
     device: str = "cpu"
+    threads: int | None = None
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size"):
@@ -78,6 +82,8 @@ class TrainConfig(Config):
             raise MMGenError(f"`lr` must be > 0. Got {self.lr!r}.")
         if not 0 < self.lr_decay <= 1:
             raise MMGenError(f"`lr_decay` must be in (0, 1]. Got {self.lr_decay!r}.")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise MMGenError(f"`threads` must be None or an integer ≥ 1. Got {self.threads!r}.")
 
 
 @dataclasses.dataclass
@@ -145,6 +151,23 @@ class Trained:
             labels = self._check_labels(labels, n)
         self.generator.eval()
         return self.generator.sample(labels.long(), generator=gen), labels.long()
+
+    def sample_table(self, n: int, *, seed: int | None = None, labels=None):
+        """Draws ``n`` synthetic rows of a table: a pandas data frame with the schema's columns, dtypes and labels.
+
+        Args:
+            n, seed, labels: as :meth:`sample` (``labels`` are class indices of the schema's label column).
+
+        Raises:
+            MMGenError: the release this generator was fitted to is not a table's.
+        """
+        table = self.release_info["data"].get("table")
+        if table is None:
+            raise MMGenError("This generator was fitted to a release of arrays, not of a table: use sample().")
+        from .data.tables import Schema
+
+        x, y = self.sample(n, seed=seed, labels=labels)
+        return Schema.from_dict(table).decode(x, y)
 
     def _check_labels(self, labels, n: int) -> torch.Tensor:
         import numpy as np
@@ -300,44 +323,51 @@ def fit(
         opt.load_state_dict(previous.optimizer_state)  # carries the decayed learning rate
         gen.set_state(previous.rng_state)
         result.losses, result.epochs_done = list(previous.losses), previous.epochs_done
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    threads = config.threads or (1 if generator.config.kind == "table" and device.type == "cpu" else None)
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
 
-        import sys
+            import sys
 
-        quiet_log = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())  # a log file: update rarely
-        bar = tqdm(total=config.epochs * config.steps_per_epoch, initial=result.epochs_done * config.steps_per_epoch,
-                   desc="fit", unit="step", mininterval=30.0 if quiet_log else 0.1)  # fmt: skip
-    remaining = (config.epochs - result.epochs_done) * config.steps_per_epoch
-    timer = _StepTimer(remaining, config.epochs * config.steps_per_epoch)
-    for _ in range(result.epochs_done, config.epochs):
-        total = 0.0
-        for _ in range(config.steps_per_epoch):
-            y = torch.multinomial(proportions.float(), config.batch_size, replacement=True, generator=gen).to(device)
-            z = torch.randn(config.batch_size, generator.config.latent_dim, generator=gen).to(device)
-            x = generator(z, y)
-            loss = x.new_zeros(())
-            for w, f, m in zip(weights, fmaps, targets):
-                loss = loss + w * f.matching_loss(x, y, m, unbiased=config.unbiased)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            timer.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
-        sched.step()
-        result.losses.append(total / config.steps_per_epoch)
-        result.epochs_done += 1
-        result.optimizer_state, result.rng_state = opt.state_dict(), gen.get_state()
-        if checkpoint is not None:
-            generator.eval()
-            result.save(checkpoint)
-            generator.train()
-    if bar is not None:
-        bar.close()
+            quiet_log = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())  # a log file: update rarely
+            bar = tqdm(total=config.epochs * config.steps_per_epoch, initial=result.epochs_done * config.steps_per_epoch,
+                       desc="fit", unit="step", mininterval=30.0 if quiet_log else 0.1)  # fmt: skip
+        remaining = (config.epochs - result.epochs_done) * config.steps_per_epoch
+        timer = _StepTimer(remaining, config.epochs * config.steps_per_epoch)
+        for _ in range(result.epochs_done, config.epochs):
+            total = 0.0
+            for _ in range(config.steps_per_epoch):
+                y = torch.multinomial(proportions.float(), config.batch_size, replacement=True, generator=gen).to(device)
+                z = torch.randn(config.batch_size, generator.config.latent_dim, generator=gen).to(device)
+                x = generator(z, y)
+                loss = x.new_zeros(())
+                for w, f, m in zip(weights, fmaps, targets):
+                    loss = loss + w * f.matching_loss(x, y, m, unbiased=config.unbiased)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                timer.step()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            sched.step()
+            result.losses.append(total / config.steps_per_epoch)
+            result.epochs_done += 1
+            result.optimizer_state, result.rng_state = opt.state_dict(), gen.get_state()
+            if checkpoint is not None:
+                generator.eval()
+                result.save(checkpoint)
+                generator.train()
+        if bar is not None:
+            bar.close()
+    finally:
+        torch.set_num_threads(threads_before)
     generator.eval()
     return result
 

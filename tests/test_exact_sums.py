@@ -28,6 +28,8 @@ SMALL = {
     "hermite-product": {"order": 3, "subset_size": 3, "n_subsets": 40},
     "ntk": {"width": 64, "n_outputs": 2},
     "perceptual": {"image_size": 32},
+    "table-rff": {"n_features": 2000},
+    "table-marginals": {"bins": 3},
 }
 
 

@@ -14,7 +14,7 @@ from mmgen.errors import MMGenError, NotFittedError
 from mmgen.features import create, list_feature_maps
 
 # Small settings per map so the contract runs in seconds; maps not listed use their defaults.
-SMALL = {"rff": {"n_features": 256}}
+SMALL = {"rff": {"n_features": 256}, "table-rff": {"n_features": 256}, "table-marginals": {"bins": 3}}
 SHAPE = (1, 8, 8)
 
 

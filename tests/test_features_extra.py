@@ -27,6 +27,8 @@ SMALL = {
     "hermite-product": {"order": 2, "subset_size": 3, "n_subsets": 4},
     "ntk": {"width": 8},
     "perceptual": {"image_size": 32},
+    "table-rff": {"n_features": 200},
+    "table-marginals": {"bins": 3},
 }
 
 

@@ -32,6 +32,8 @@ class Dataset:
         n_classes: number of classes (public).
         low, high: the declared (public) domain of every value.
         class_names: optional names of the classes.
+        table: for a table, its public schema (:class:`mmgen.data.tables.Schema` JSON form);
+            the records are then the encoded rows.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Dataset:
     low: float = 0.0
     high: float = 1.0
     class_names: tuple[str, ...] | None = None
+    table: dict | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -58,6 +61,7 @@ class Dataset:
             "low": self.low,
             "high": self.high,
             "class_names": list(self.class_names) if self.class_names else None,
+            **({"table": self.table} if self.table is not None else {}),
         }
 
     def validation_split(self, fraction: float = 0.25, seed: int = 0) -> "Dataset":

@@ -1,4 +1,4 @@
-"""Data loaders by spec string: ``digits``, ``fashion-mnist[:FOLDER]``, ``idx:FOLDER``, ``npz:FILE``."""
+"""Data loaders by spec string: ``digits``, ``fashion-mnist[:FOLDER]``, ``idx:FOLDER``, ``npz:FILE``, ``csv:FILE``, ``parquet:FILE``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .idx import load_fashion_mnist, load_idx_folder
 
 __all__ = ["load", "load_digits", "load_npz", "holdout_mask", "SPECS", "HOLDOUT_SALT"]
 
-SPECS = ("digits", "fashion-mnist", "fashion-mnist:FOLDER", "idx:FOLDER", "npz:FILE")
+SPECS = ("digits", "fashion-mnist", "fashion-mnist:FOLDER", "idx:FOLDER", "npz:FILE", "csv:FILE", "parquet:FILE")
 SPLIT_SEED = 0  # public seed of the fixed train/test split of data sets that ship without one
 
 
@@ -219,6 +219,8 @@ def load(
     holdout: float | None = None,
     low: float | None = None,
     high: float | None = None,
+    schema=None,
+    clip: bool = False,
 ) -> Dataset:
     """Loads a data set by spec.
 
@@ -234,11 +236,25 @@ def load(
         holdout: for an ``npz:`` file without test records, the fraction held out by a per-record
             hash (see :func:`holdout_mask`).
         low, high: the declared public domain of an ``npz:`` file (see :func:`load_npz`).
+        schema: for ``csv:FILE`` and ``parquet:FILE`` (required): the table's public schema
+            (a :class:`~mmgen.data.tables.Schema`, its JSON form or a JSON file); see
+            :func:`mmgen.data.tables.load_table`. ``holdout`` applies to tables too.
+        clip: for a table, clip numbers into their declared bounds instead of refusing them.
 
     Raises:
         DataError: if the spec is unknown or the data is missing; the message says what to do.
     """
     kind, _, arg = spec.partition(":")
+    if kind in ("csv", "parquet") and arg:
+        if schema is None:
+            raise DataError(f"A table ({spec}) needs its public schema: --schema schema.json (draft one with `mmgen schema draft`).")
+        if any(v is not None for v in (n_classes, low, high, max_train, max_test)):
+            raise DataError("A table's classes and domain come from its schema; --n-classes/--low/--high do not apply.")
+        from .tables import load_table
+
+        return load_table(spec, schema, holdout=holdout, clip=clip)
+    if schema is not None or clip:
+        raise DataError(f"`schema` and `clip` at load apply to csv: and parquet: tables only. Got {spec!r}.")
     if kind != "npz" and any(v is not None for v in (n_classes, holdout, low, high)):
         raise DataError(
             f"`n_classes`, `holdout` and the bounds apply to npz: files only; {spec!r} declares its own classes, "

@@ -10,6 +10,7 @@ from .hermite import HermiteConfig, HermiteProductConfig, HermiteProductFeatures
 from .ntk import NTKConfig, NTKFeatures
 from .perceptual import PerceptualConfig, PerceptualFeatures
 from .rff import RandomFourierFeatures, RFFConfig
+from .tabular import TableMarginals, TableMarginalsConfig, TableRFF, TableRFFConfig
 from .bundles import BUNDLE_HELP, BUNDLES, default_budget_split, statistics
 
 list = list_feature_maps  # noqa: A001  (the registry's `list()`, as timm's `list_models()`)
@@ -19,5 +20,6 @@ __all__ = [
     "register", "RandomFourierFeatures", "RFFConfig",
     "HermiteConfig", "HermiteProductConfig", "HermiteSumFeatures", "HermiteProductFeatures",
     "NTKConfig", "NTKFeatures", "PerceptualConfig", "PerceptualFeatures",
+    "TableRFF", "TableRFFConfig", "TableMarginals", "TableMarginalsConfig",
     "BUNDLES", "BUNDLE_HELP", "statistics", "default_budget_split",
 ]  # fmt: skip

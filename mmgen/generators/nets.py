@@ -38,6 +38,7 @@ class GeneratorConfig(Config):
         low, high: the declared domain of the output.
         latent_dim: length of z.
         width: channels (conv) or hidden units (mlp) of the widest layer.
+        layout: for ``"table"``, the encoded row's blocks (:meth:`mmgen.data.tables.Schema.layout`).
     """
 
     kind: str = "conv"
@@ -47,6 +48,7 @@ class GeneratorConfig(Config):
     high: float = 1.0
     latent_dim: int = 32
     width: int = 64
+    layout: tuple | None = None
 
     def __post_init__(self):
         if self.kind not in GENERATORS:
@@ -56,6 +58,8 @@ class GeneratorConfig(Config):
                 f"The conv generator makes (C, H, W) images. Got input_shape={tuple(self.input_shape)}; "
                 "use 'mlp' (or 'auto', which picks by the shape)."
             )
+        if (self.kind == "table") != (self.layout is not None):
+            raise MMGenError("The 'table' generator, and only it, needs the table's `layout` (a release of a table has one).")
 
 
 class Generator(nn.Module):
@@ -139,8 +143,9 @@ class MLPGenerator(Generator):
 
 
 from .resnet import ResNetGenerator  # noqa: E402  (after Generator: resnet.py subclasses it)
+from .tabular import TableGenerator  # noqa: E402
 
-GENERATORS = {"conv": ConvGenerator, "mlp": MLPGenerator, "resnet": ResNetGenerator}
+GENERATORS = {"conv": ConvGenerator, "mlp": MLPGenerator, "resnet": ResNetGenerator, "table": TableGenerator}
 
 
 def create_generator(config: GeneratorConfig | None = None, **options) -> Generator:
@@ -149,8 +154,8 @@ def create_generator(config: GeneratorConfig | None = None, **options) -> Genera
     return GENERATORS[config.kind](config)
 
 
-def auto_kind(input_shape: tuple[int, ...]) -> str:
-    """The generator ``"auto"`` stands for: ``"conv"`` for (C, H, W) images, ``"mlp"`` for anything else.
+def auto_kind(input_shape: tuple[int, ...], table: bool = False) -> str:
+    """The generator ``"auto"`` stands for: ``"table"`` for a table, ``"conv"`` for (C, H, W) images, ``"mlp"`` otherwise.
 
     Args:
         input_shape: the shape of one record, e.g. ``(1, 28, 28)`` or ``(30,)``.
@@ -159,6 +164,8 @@ def auto_kind(input_shape: tuple[int, ...]) -> str:
         >>> auto_kind((1, 28, 28)), auto_kind((30,))
         ('conv', 'mlp')
     """
+    if table:
+        return "table"
     return "conv" if len(tuple(input_shape)) == 3 else "mlp"
 
 
@@ -168,16 +175,23 @@ def for_release(release, kind: str = "auto", **options) -> Generator:
     Args:
         release: the :class:`~mmgen.release.Release` (only its public schema is read).
         kind: a name in :data:`GENERATORS`, or ``"auto"`` (the default): ``"conv"`` for
-            (C, H, W) images, ``"mlp"`` for vectors (:func:`auto_kind`); the choice is
+            (C, H, W) images, ``"table"`` for a table's release, ``"mlp"`` for other vectors (:func:`auto_kind`); the choice is
             logged at INFO on the ``mmgen.generators`` logger.
         options: further :class:`GeneratorConfig` fields (``latent_dim``, ``width``).
 
     Returns:
         An untrained :class:`Generator`.
     """
+    table = release.schema.get("table")
     if kind == "auto":
-        kind = auto_kind(release.input_shape)
+        kind = auto_kind(release.input_shape, table is not None)
         log.info("generator 'auto' chose %r for records of shape %s", kind, tuple(release.input_shape))
+    if kind == "table":
+        if table is None:
+            raise MMGenError("The 'table' generator needs a release of a table (made with a schema).")
+        from ..data.tables import Schema
+
+        options = {"layout": Schema.from_dict(table).layout(), **options}
     low, high = release.bounds
     return create_generator(
         kind=kind, input_shape=release.input_shape, n_classes=release.n_classes, low=low, high=high, **options

@@ -1,0 +1,260 @@
+"""Feature maps for mixed-type table records (numbers, categories, gaps).
+
+A table row is encoded by its public schema (:mod:`mmgen.data.tables`) as a
+vector in ``[0, 1]^D`` made of blocks: ``numeric`` (1 slot, the scaled value),
+``numeric-missing`` (2 slots: the scaled value and the missingness ``m``) and
+``categorical`` (a one-hot block). The block list, the *layout*, is public and
+part of each map's config; without one, every slot is a numeric column.
+
+Both maps keep ``‖φ(x)‖₂ ≤ 1`` for **every** ``x ∈ [0, 1]^D``, not only for
+well-formed encodings, so a caller who passes arbitrary vectors in the declared
+domain cannot raise the sensitivity.
+
+``table-rff`` — DP-MERF's map for heterogeneous data (Harder et al., AISTATS 2021,
+§5: a sum of a Gaussian kernel on the numeric columns and a linear kernel on the
+one-hot categorical ones)::
+
+    φ(x) = [ √w · RFF(t),  √(1−w) · (v_1/ν_1 ⊕ … ⊕ v_J/ν_J) / √J ]
+
+where ``t`` holds the numeric values (a missing one as ``t·(1−m)``), ``v_j`` the
+categorical blocks plus each missingness pair ``(1−m, m)``, ``ν_j = max(1, ‖v_j‖₂)``.
+Proof of the bound: ‖RFF(t)‖ = 1 exactly (cos² + sin²), each ``v_j/ν_j`` has norm
+≤ 1, so ``‖φ‖² ≤ w + (1−w)·J/J = 1``.
+
+``table-marginals`` — the moment-matching counterpart of what MST and AIM measure
+(Liu, Vietri & Wu, "Iterative methods for private synthetic data", NeurIPS 2021):
+each column j becomes a non-negative vector ``u_j`` with ``Σ u_j ≤ 1``,
+
+* a categorical block: ``v / max(1, Σ v)`` (a one-hot row is unchanged);
+* a numeric value t on B public bins: hat weights ``h_b(t) = max(0, 1 − |t(B−1) − b|)``
+  (two neighbouring bins share the mass, which keeps the features differentiable);
+* a numeric value that may be missing: ``[(1−m)·h(t), m]``;
+
+and ``φ(x) = (⊕_j u_j ⊕ ⊕_{j<k} vec(u_j ⊗ u_k)) / √(K + P)`` over the K columns and
+their ``P = K(K−1)/2`` pairs. The mean of φ over a class is exactly its 1-way and
+(hat-smoothed) 2-way marginal tables, all scaled by the same constant. Proof of the
+bound: ``‖u_j‖₂ ≤ ‖u_j‖₁ ≤ 1`` and ``‖u_j ⊗ u_k‖₂ = ‖u_j‖₂‖u_k‖₂ ≤ 1``, so
+``‖φ‖² ≤ (K + P)/(K + P) = 1``.
+
+A generator outputs *relaxed* blocks (category probabilities, missingness
+probabilities): both maps are smooth in them, and for the marginal map the
+features of a relaxed row are exactly the expected features of the categorical
+draws it stands for (the blocks are independent given the latent code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from itertools import combinations
+
+import torch
+
+from ..config import Config
+from ..errors import DataError, MMGenError
+from .base import FeatureMap, register
+
+__all__ = ["TableRFFConfig", "TableRFF", "TableMarginalsConfig", "TableMarginals", "check_layout"]
+
+_KINDS = ("numeric", "numeric-missing", "categorical")
+DEFAULT_TABLE_BANDWIDTH_SCALE = 0.5
+
+
+def check_layout(layout, input_dim: int | None = None, bins: int = 16) -> tuple[tuple[str, int, int], ...]:
+    """Validates a layout (``[[kind, size, bins], …]``) and returns it as tuples.
+
+    ``None`` stands for ``input_dim`` numeric columns of ``bins`` bins each.
+    """
+    if layout is None:
+        if input_dim is None:
+            return None
+        return tuple(("numeric", 1, bins) for _ in range(input_dim))
+    out = []
+    for i, block in enumerate(layout):
+        try:
+            kind, size, nb = block
+            size, nb = int(size), int(nb)
+        except (TypeError, ValueError):
+            raise MMGenError(f"Layout block {i} must be [kind, size, bins]. Got {block!r}.") from None
+        want = {"numeric": 1, "numeric-missing": 2}.get(kind, size)
+        if kind not in _KINDS or size < 1 or size != want or nb < 1 or (kind != "categorical" and nb < 2):
+            raise MMGenError(f"Layout block {i} is malformed: {block!r} (kinds: {', '.join(_KINDS)}).")
+        out.append((kind, size, nb))
+    if not out:
+        raise MMGenError("A layout needs at least one block.")
+    if input_dim is not None and sum(s for _, s, _ in out) != input_dim:
+        raise DataError(f"The layout covers {sum(s for _, s, _ in out)} slots; the records have {input_dim}.")
+    return tuple(out)
+
+
+class _TableMap(FeatureMap):
+    """Shared set-up: the layout, checked against the record length."""
+
+    def _setup(self) -> None:
+        self.layout_ = check_layout(self.config.layout, self.input_dim, getattr(self.config, "bins", 16))
+        starts, pos = [], 0
+        for _, size, _ in self.layout_:
+            starts.append(pos)
+            pos += size
+        self.starts_ = starts
+
+    def _blocks(self, x: torch.Tensor):
+        low, high = self.bounds_
+        if (low, high) != (0.0, 1.0):  # encoded tables live in [0, 1]; other declared domains are rescaled to it
+            x = (x - low) / (high - low)
+        for (kind, size, nb), start in zip(self.layout_, self.starts_):
+            yield kind, nb, x[:, start : start + size]
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRFFConfig(Config):
+    """Hyper-parameters of :class:`TableRFF`.
+
+    Attributes:
+        layout: the encoded row's blocks (from :meth:`mmgen.data.tables.Schema.layout`); None: all numeric.
+        n_features: random Fourier features of the numeric block (even).
+        bandwidth: the Gaussian kernel's length-scale on the scaled numbers; None:
+            ``bandwidth_scale · sqrt(number of numeric columns)`` (data-independent).
+        bandwidth_scale: see ``bandwidth``.
+        numeric_weight: w, the numeric block's share of ‖φ‖²; None: the numeric columns' share of all columns.
+        seed: public seed of the frequencies.
+    """
+
+    layout: tuple | None = None
+    n_features: int = 2000
+    bandwidth: float | None = None
+    bandwidth_scale: float = DEFAULT_TABLE_BANDWIDTH_SCALE
+    numeric_weight: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.layout is not None:
+            object.__setattr__(self, "layout", check_layout(self.layout))
+        if not isinstance(self.n_features, int) or self.n_features < 2 or self.n_features % 2:
+            raise MMGenError(f"`n_features` must be an even integer ≥ 2. Got {self.n_features!r}.")
+        if self.bandwidth is not None and not (self.bandwidth > 0 and math.isfinite(self.bandwidth)):
+            raise MMGenError(f"`bandwidth` must be > 0. Got {self.bandwidth!r}.")
+        if not self.bandwidth_scale > 0:
+            raise MMGenError(f"`bandwidth_scale` must be > 0. Got {self.bandwidth_scale!r}.")
+        if self.numeric_weight is not None and not 0 <= self.numeric_weight <= 1:
+            raise MMGenError(f"`numeric_weight` must be in [0, 1]. Got {self.numeric_weight!r}.")
+
+
+@register
+class TableRFF(_TableMap):
+    """DP-MERF's heterogeneous map: RFF of the numbers beside the scaled one-hot categories (see the module)."""
+
+    name = "table-rff"
+    Config = TableRFFConfig
+
+    def _setup(self) -> None:
+        super()._setup()
+        c = self.config
+        n_num = sum(k != "categorical" for k, _, _ in self.layout_)
+        n_cat = sum(k != "numeric" for k, _, _ in self.layout_)  # categorical blocks and missingness pairs
+        n_cols = len(self.layout_)
+        w = c.numeric_weight if c.numeric_weight is not None else n_num / n_cols
+        self.numeric_weight_ = float(w if n_cat else 1.0) if n_num else 0.0
+        self.n_numeric_, self.n_categorical_ = n_num, n_cat
+        self.bandwidth_ = c.bandwidth if c.bandwidth is not None else c.bandwidth_scale * math.sqrt(max(n_num, 1))
+        gen = torch.Generator().manual_seed(c.seed)
+        self.register_buffer(
+            "weights_", torch.randn(max(n_num, 1), c.n_features // 2, generator=gen, dtype=torch.float64) / self.bandwidth_,
+            persistent=False,
+        )
+        self.register_buffer("weights32_", self.weights_.float(), persistent=False)
+
+    @property
+    def output_dim(self) -> int:
+        self._check_setup()
+        return (self.config.n_features if self.n_numeric_ else 0) + sum(
+            2 if k == "numeric-missing" else s for k, s, _ in self.layout_ if k != "numeric"
+        )
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        nums, cats = [], []
+        for kind, _, block in self._blocks(x):
+            if kind == "numeric":
+                nums.append(block[:, :1])
+            elif kind == "numeric-missing":
+                m = block[:, 1:2]
+                nums.append(block[:, :1] * (1 - m))
+                cats.append(torch.cat([1 - m, m], dim=1))
+            else:
+                cats.append(block)
+        parts = []
+        if nums:
+            w = self.weights_ if x.dtype == torch.float64 else self.weights32_
+            proj = torch.cat(nums, dim=1) @ w.to(x.device)
+            half = self.config.n_features // 2
+            rff = torch.cat([torch.cos(proj), torch.sin(proj)], dim=1) / math.sqrt(half)
+            parts.append(math.sqrt(self.numeric_weight_) * rff)
+        if cats:
+            scale = math.sqrt((1.0 - self.numeric_weight_) / len(cats))
+            parts.extend(scale * v / v.norm(dim=1, keepdim=True).clamp(min=1.0) for v in cats)
+        return torch.cat(parts, dim=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableMarginalsConfig(Config):
+    """Hyper-parameters of :class:`TableMarginals`.
+
+    Attributes:
+        layout: the encoded row's blocks (from :meth:`mmgen.data.tables.Schema.layout`); None: all numeric.
+        bins: bins of each numeric slot when there is no layout (a layout carries its own).
+        two_way: add every pair's 2-way table (else the 1-way marginals alone).
+    """
+
+    layout: tuple | None = None
+    bins: int = 16
+    two_way: bool = True
+
+    def __post_init__(self):
+        if self.layout is not None:
+            object.__setattr__(self, "layout", check_layout(self.layout))
+        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 2:
+            raise MMGenError(f"`bins` must be an integer ≥ 2. Got {self.bins!r}.")
+
+
+@register
+class TableMarginals(_TableMap):
+    """Features whose class means are the 1-way and 2-way marginal tables (see the module)."""
+
+    name = "table-marginals"
+    Config = TableMarginalsConfig
+
+    def _setup(self) -> None:
+        super()._setup()
+        self.cells_ = [nb + 1 if kind == "numeric-missing" else nb for kind, _, nb in self.layout_]
+        k = len(self.cells_)
+        self.pairs_ = list(combinations(range(k), 2)) if self.config.two_way else []
+        self.scale_ = 1.0 / math.sqrt(k + len(self.pairs_))
+
+    @property
+    def output_dim(self) -> int:
+        self._check_setup()
+        return sum(self.cells_) + sum(self.cells_[i] * self.cells_[j] for i, j in self.pairs_)
+
+    def column_vectors(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The per-column vectors ``u_j`` (non-negative, each summing to at most 1)."""
+        out = []
+        for kind, nb, block in self._blocks(x):
+            if kind == "categorical":
+                v = block.clamp(min=0)
+                out.append(v / v.sum(dim=1, keepdim=True).clamp(min=1.0))
+                continue
+            knots = torch.arange(nb, dtype=x.dtype, device=x.device)
+            t = block[:, :1].clamp(0, 1)
+            hat = (1 - (t * (nb - 1) - knots).abs()).clamp(min=0)  # (N, B) hat weights, summing to 1
+            if kind == "numeric":
+                out.append(hat)
+            else:
+                m = block[:, 1:2].clamp(0, 1)
+                out.append(torch.cat([(1 - m) * hat, m], dim=1))
+        return out
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.column_vectors(x)
+        parts = list(u)
+        parts.extend((u[i][:, :, None] * u[j][:, None, :]).flatten(1) for i, j in self.pairs_)
+        return torch.cat(parts, dim=1) * self.scale_
