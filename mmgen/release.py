@@ -248,7 +248,8 @@ def content_hash(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the canonical JSON metadata (without the hash) and every tensor's name, shape, dtype and bytes."""
     h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "content_hash"}, sort_keys=True).encode())
     for name in sorted(tensors):
-        t = tensors[name].contiguous().cpu()
+        t = tensors[name].cpu()
+        t = t.new_empty(t.shape).copy_(t)  # standard strides, also on size-1 dimensions
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
@@ -597,8 +598,8 @@ def finalize(
         noisy = gaussian_mechanism(vec, noise_multiplier=sigma, sensitivity=delta_k, noise_seed=seed)
         stats.append(
             Statistic(
-                name=name, feature_spec=f.spec(), sums=noisy[:, : f.output_dim].clone(),
-                counts=noisy[:, -1].clone() if bk else None, feature_weight=ak, count_weight=bk,
+                name=name, feature_spec=f.spec(), sums=_dense(noisy[:, : f.output_dim]),
+                counts=_dense(noisy[:, -1]) if bk else None, feature_weight=ak, count_weight=bk,
                 noise_multiplier=sigma, sensitivity=delta_k, budget_share=share,
             )  # fmt: skip
         )
@@ -669,6 +670,11 @@ def _feature_maps(features, input_shape, bounds, layout=None) -> list[FeatureMap
             raise PrivacyError(f"Feature map {f.name!r} declares max_norm={f.max_norm}; it must be in (0, 1].")
         out.append(f)
     return out
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """A copy with standard strides (a clone keeps odd strides on size-1 dimensions, which views then refuse)."""
+    return t.new_empty(t.shape).copy_(t)
 
 
 def _unique_names(fmaps: list[FeatureMap]) -> list[str]:

@@ -371,7 +371,7 @@ class Schema:
         bad = np.isnan(values) & ~gap
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"Column {c.name!r}: row {offset + i} holds {series.iloc[i]!r}, not a number.")
+            raise DataError(f"Column {c.name!r}: row {offset + i} holds {_plain(series.iloc[i])!r}, not a number.")
         if gap.any() and not c.missing:
             raise DataError(
                 f"Column {c.name!r}: row {offset + int(np.flatnonzero(gap)[0])} is empty, and the schema does not declare "
@@ -382,12 +382,12 @@ class Schema:
         present = ~gap
         if c.type == "integer" and (values[present] != np.round(values[present])).any():
             i = int(np.flatnonzero(present & (values != np.round(values)))[0])
-            raise DataError(f"Column {c.name!r}: row {offset + i} holds {values[i]!r}, not an integer.")
+            raise DataError(f"Column {c.name!r}: row {offset + i} holds {values[i]:g}, not an integer.")
         out = present & ((values < c.low) | (values > c.high))
         if out.any() and not clip:
             i = int(np.flatnonzero(out)[0])
             raise DataError(
-                f"Column {c.name!r}: row {offset + i} holds {values[i]!r}, outside the declared [{c.low:g}, {c.high:g}]. "
+                f"Column {c.name!r}: row {offset + i} holds {values[i]:g}, outside the declared [{c.low:g}, {c.high:g}]. "
                 "Declare bounds the values can take (public knowledge, never the data's own min/max), "
                 "or load with clip=True (--clip) to clip them (recorded in the release)."
             )
@@ -413,7 +413,7 @@ class Schema:
                     )
                 if fallback is None:
                     raise DataError(
-                        f"Column {c.name!r}: row {offset + i} holds {v!r}, not one of the declared categories "
+                        f"Column {c.name!r}: row {offset + i} holds {_plain(v)!r}, not one of the declared categories "
                         f"{[x for x in c.categories]} (declare it, or map unknown values with \"unknown\": CATEGORY)."
                     )
                 code = fallback
@@ -489,6 +489,11 @@ class Schema:
             edges = np.exp(raw) if column.transform == "log" else raw
         names = [f"[{edges[k]:.4g}, {edges[k + 1]:.4g})" for k in range(column.n_bins)]
         return names + (["(missing)"] if column.missing else [])
+
+
+def _plain(v: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (so messages show ``5``, not ``np.int64(5)``)."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
 
 
 def _is_missing(v: Any) -> bool:
