@@ -403,7 +403,8 @@ def release(
         data_name: a public name of the data recorded in the schema.
         progress: show a progress bar.
         schema: for a table: its public :class:`~mmgen.data.tables.Schema` (or JSON form, or file);
-            ``x`` is then a pandas data frame (or a :class:`Dataset` from :func:`mmgen.data.load_table`).
+            ``x`` is then a pandas data frame. A :class:`Dataset` from :func:`mmgen.data.load_table`
+            or a :class:`~mmgen.data.tables.TableStream` (a file read in chunks) carries its schema.
             Each row is encoded by the schema, the label column gives the classes, and tabular
             feature maps (``"table-marginals"``, ``"table-rff"``) get the schema's layout.
 
@@ -418,7 +419,16 @@ def release(
     check_neighbouring(neighbouring)
     if not (0 < count_weight < 1):
         raise PrivacyError(f"`count_weight` must be in (0, 1). Got {count_weight!r}.")
-    if type(x).__name__ == "DataFrame" or schema is not None:
+    from .data.tables import TableStream
+
+    table = None
+    if isinstance(x, TableStream):
+        if schema is not None or y is not None or clip:
+            raise DataError("A TableStream carries its schema, labels and clipping: pass it alone.")
+        table = x.table
+        input_shape, n_classes = (x.schema.encoded_dim,), x.schema.n_classes
+        data_name = data_name or x.kind
+    elif type(x).__name__ == "DataFrame" or schema is not None:
         from .data.tables import load_table
 
         if type(x).__name__ != "DataFrame" or y is not None:
@@ -426,7 +436,6 @@ def release(
         if clip:
             raise DataError("For a table, clip numbers into their declared bounds when loading: mmgen.data.load_table(..., clip=True).")
         x = load_table("table", schema, frame=x)
-    table = None
     if isinstance(x, Dataset):
         ds = x
         table = ds.table

@@ -23,9 +23,9 @@ A table's domain is declared, never read off the private table. A
   recorded in the release. Without them such values are refused.
 
 Each record is encoded as one vector in ``[0, 1]^D``, column by column (the label
-column aside, it becomes the class ``y``): a numeric column is one slot, its value
-scaled by the declared bounds (plus a missingness slot when it may be missing), and
-a categorical column is a one-hot block. :meth:`Schema.layout` describes the blocks;
+column aside, it becomes the class ``y``): a numeric column is its value scaled by the
+declared bounds, then (when it may be missing) its missingness, then the one-hot of its
+public bin (all zero when missing); a categorical column is a one-hot block. :meth:`Schema.layout` describes the blocks;
 the tabular feature maps and the tabular generator read it. Anything in
 ``[0, 1]^D`` is inside the domain the feature maps are bounded on, so their norm
 bound holds whatever vector is passed.
@@ -46,11 +46,13 @@ import torch
 from ..errors import DataError
 
 __all__ = [
-    "Column", "Schema", "read_table", "write_table", "draft_schema", "load_table", "load_frames", "DRAFT_WARNING",
-    "NUMERIC", "NUMERIC_MISSING", "CATEGORICAL", "DEFAULT_BINS",
+    "Column", "Schema", "read_table", "write_table", "draft_schema", "load_table", "load_frames", "TableStream", "DRAFT_WARNING",
+    "NUMERIC", "NUMERIC_MISSING", "BINNED", "BINNED_MISSING", "CATEGORICAL", "DEFAULT_BINS",
 ]  # fmt: skip
 
-NUMERIC, NUMERIC_MISSING, CATEGORICAL = "numeric", "numeric-missing", "categorical"  # layout block kinds
+# layout block kinds: a schema's numbers are "binned" blocks; "numeric" blocks are for vectors without a schema
+NUMERIC, NUMERIC_MISSING, CATEGORICAL = "numeric", "numeric-missing", "categorical"
+BINNED, BINNED_MISSING = "binned", "binned-missing"
 DEFAULT_BINS = 16
 TYPES = ("numeric", "integer", "categorical")
 DRAFT_WARNING = (
@@ -112,14 +114,16 @@ class Column:
             lo, hi, v = math.log(lo), math.log(hi), np.log(v)
         return np.clip((v - lo) / (hi - lo), 0.0, 1.0)
 
+    def unscale_raw(self, t) -> np.ndarray:
+        """The inverse of :meth:`scale` without rounding or clipping."""
+        t = np.asarray(t, dtype=np.float64)
+        if self.transform == "log":
+            return np.exp(math.log(self.low) + t * (math.log(self.high) - math.log(self.low)))
+        return self.low + t * (self.high - self.low)
+
     def unscale(self, t: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`scale` (integers rounded), inside the declared bounds."""
-        t = np.clip(t.astype(np.float64), 0.0, 1.0)
-        if self.transform == "log":
-            v = np.exp(math.log(self.low) + t * (math.log(self.high) - math.log(self.low)))
-        else:
-            v = self.low + t * (self.high - self.low)
-        v = np.clip(v, self.low, self.high)
+        v = np.clip(self.unscale_raw(np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0)), self.low, self.high)
         return np.clip(np.round(v), math.ceil(self.low), math.floor(self.high)) if self.type == "integer" else v
 
     def to_dict(self) -> dict:
@@ -310,15 +314,15 @@ class Schema:
     def layout(self) -> list[list]:
         """The encoded vector's blocks, in order: ``[kind, size, bins]`` per feature column.
 
-        ``kind`` is ``"numeric"`` (1 slot: the scaled value), ``"numeric-missing"`` (2 slots:
-        the scaled value, 0 when missing, and the missingness 0/1) or ``"categorical"``
-        (one-hot over the categories); ``bins`` is the numeric column's public binning (the
-        number of categories for a categorical one).
+        ``kind`` is ``"binned"`` (``1 + bins`` slots: the scaled value t, then the one-hot of its
+        public bin ``min(⌊t·bins⌋, bins − 1)``), ``"binned-missing"`` (``2 + bins`` slots: t, 0 when
+        missing; the missingness 0/1; the bin one-hot, all zero when missing) or ``"categorical"``
+        (one-hot over the categories; ``bins`` is their number).
         """
         out = []
         for c in self.features:
             if c.is_numeric:
-                out.append([NUMERIC_MISSING if c.missing else NUMERIC, 2 if c.missing else 1, c.n_bins])
+                out.append([BINNED_MISSING if c.missing else BINNED, c.n_bins + (2 if c.missing else 1), c.n_bins])
             else:
                 out.append([CATEGORICAL, len(c.categories), len(c.categories)])
         return out
@@ -393,9 +397,12 @@ class Schema:
             )
         t = np.zeros(len(values))
         t[present] = c.scale(np.clip(values[present], c.low, c.high))
+        bins = np.zeros((len(t), c.n_bins))
+        rows = np.flatnonzero(present)
+        bins[rows, _bin_of(t[rows], c.n_bins)] = 1.0
         if c.missing:
-            return [t[:, None], gap.astype(np.float64)[:, None]]
-        return [t[:, None]]
+            return [t[:, None], gap.astype(np.float64)[:, None], bins]
+        return [t[:, None], bins]
 
     def _codes(self, c: Column, series, offset: int) -> np.ndarray:
         keys = {_key(cat): i for i, cat in enumerate(c.categories)}
@@ -442,8 +449,8 @@ class Schema:
             if kind == CATEGORICAL:
                 data[c.name] = _labels(c, block.argmax(axis=1))
                 continue
-            v = c.unscale(block[:, 0])
-            gap = block[:, 1] > 0.5 if kind == NUMERIC_MISSING else np.zeros(len(v), dtype=bool)
+            gap = block[:, 1] > 0.5 if kind == BINNED_MISSING else np.zeros(len(block), dtype=bool)
+            v = _value_in_bin(c, block[:, 0], block[:, -c.n_bins :].argmax(axis=1))
             if c.type == "integer":
                 arr = pd.array(np.where(gap, 0, v).astype(np.int64), dtype="Int64")
                 arr[gap] = pd.NA
@@ -472,7 +479,7 @@ class Schema:
             values = pd.to_numeric(frame[c.name], errors="coerce").to_numpy(dtype=np.float64)
             gap = np.isnan(values)
             t = c.scale(np.clip(np.where(gap, c.low, values), c.low, c.high))
-            code = np.minimum((t * c.n_bins).astype(np.int64), c.n_bins - 1)
+            code = _bin_of(t, c.n_bins)
             out[:, j] = np.where(gap, c.n_bins, code) if c.missing else code
         return out
 
@@ -489,6 +496,33 @@ class Schema:
             edges = np.exp(raw) if column.transform == "log" else raw
         names = [f"[{edges[k]:.4g}, {edges[k + 1]:.4g})" for k in range(column.n_bins)]
         return names + (["(missing)"] if column.missing else [])
+
+
+def _bin_of(t: np.ndarray, bins: int) -> np.ndarray:
+    """The public bin of scaled values t in [0, 1]: ``min(⌊t·bins⌋, bins − 1)``."""
+    return np.minimum((np.clip(t, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
+
+
+def _value_in_bin(c: Column, t: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Values of scaled positions t, kept inside bin k (the bin a generator drew decides; t places the value in it).
+
+    A number is ``unscale(t)`` with t clipped into the bin's interval; an integer is that value
+    rounded, then clipped to the integers of the bin (when the bin holds one), so that the
+    decoded value falls in the drawn bin and re-encodes to it. For a real row (t inside its
+    own bin) this is the value itself.
+    """
+    b = c.n_bins
+    lo, hi = k / b, (k + 1) / b
+    inside = np.clip(t, lo, np.nextafter(hi, 0.0))
+    inside = np.where(k == b - 1, np.clip(t, lo, 1.0), inside)
+    v = c.unscale(inside)  # integers come back rounded
+    if c.type != "integer":
+        return v
+    first = np.ceil(c.unscale_raw(lo) - 1e-9)
+    last_edge = c.unscale_raw(hi)
+    last = np.where(k == b - 1, np.floor(last_edge + 1e-9), np.ceil(last_edge - 1e-9) - 1)
+    has = first <= last
+    return np.where(has, np.clip(v, first, np.maximum(first, last)), v)
 
 
 def _plain(v: Any) -> Any:
@@ -598,6 +632,70 @@ def load_table(
         name=name, x_train=x, y_train=y, x_test=x_test, y_test=y_test, n_classes=schema.n_classes,
         class_names=schema.class_names, table=table,
     )  # fmt: skip
+
+
+class TableStream:
+    """The rows of a CSV or Parquet table, read and encoded chunk by chunk: memory flat in the number of rows.
+
+    Iterating yields encoded ``(x, y)`` batches (see :meth:`Schema.encode`) of at most
+    ``chunk_rows`` rows, in file order, with row numbers in error messages counted from the
+    file's first row. ``holdout`` drops the rows :func:`~mmgen.data.holdout_mask` holds out
+    (decided per row, so the released rows are the same as with :func:`load_table`).
+    :func:`mmgen.release` takes a stream directly; the CLI releases tables this way.
+
+    Args:
+        spec: ``csv:FILE`` or ``parquet:FILE``.
+        schema: the public schema (a :class:`Schema`, its JSON form or a JSON file).
+        holdout: fraction of rows held out by their hash, or None.
+        clip: clip numbers into their declared bounds instead of refusing them (recorded).
+        chunk_rows: rows read at a time.
+    """
+
+    def __init__(self, spec: str, schema, *, holdout: float | None = None, clip: bool = False, chunk_rows: int = 65536):
+        if not isinstance(schema, Schema):
+            schema = Schema.from_dict(schema) if isinstance(schema, dict) else Schema.load(schema)
+        kind, _, arg = spec.partition(":")
+        if kind not in ("csv", "parquet") or not arg:
+            raise DataError(f"A table spec is csv:FILE or parquet:FILE. Got {spec!r}.")
+        if not Path(arg).is_file():
+            raise DataError(f"{arg} does not exist.")
+        if holdout is not None and not (isinstance(holdout, (int, float)) and 0 < holdout < 1):
+            raise DataError(f"`holdout` must be a fraction in (0, 1). Got {holdout!r}.")
+        self.schema, self.kind, self.path = schema, kind, Path(arg)
+        self.holdout, self.clip, self.chunk_rows = holdout, bool(clip), int(chunk_rows)
+
+    @property
+    def table(self) -> dict:
+        """The schema's JSON form as a release records it (with ``clip``)."""
+        return {**self.schema.to_dict(), "clip": self.clip}
+
+    def _frames(self):
+        import pandas as pd
+
+        try:
+            if self.kind == "parquet":
+                import pyarrow.parquet as pq
+
+                for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.chunk_rows):
+                    yield batch.to_pandas()
+            else:
+                yield from pd.read_csv(self.path, chunksize=self.chunk_rows, keep_default_na=False,
+                                       na_values=["", "NA", "NaN", "nan", "null", "NULL"])  # fmt: skip
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"Cannot read {self.path} as {self.kind}: {first}") from None
+
+    def __iter__(self):
+        from .loaders import holdout_mask
+
+        seen = 0
+        for frame in self._frames():
+            x, y = self.schema.encode(frame, clip=self.clip, offset=seen)
+            seen += len(frame)
+            if self.holdout is not None:
+                keep = torch.from_numpy(~holdout_mask(x.numpy(), y.numpy(), self.holdout))
+                x, y = x[keep], y[keep]
+            yield x, y
 
 
 def load_frames(spec: str, schema, *, holdout: float | None = None, clip: bool = False):

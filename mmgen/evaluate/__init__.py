@@ -6,7 +6,9 @@
   features (``"FD-EfficientNetLite0"``, not FID), :func:`mmd2_unbiased`,
   :func:`sinkhorn_divergence`;
 * everything at once: :func:`evaluate`; pictures: :func:`save_grid`,
-  :func:`save_sample_grid`, :func:`plot_accuracy_curve`.
+  :func:`save_sample_grid`, :func:`plot_accuracy_curve`;
+* tables: :func:`marginal_tvd`, :func:`correlation_difference`, :func:`ml_efficacy`,
+  :func:`distance_to_closest_record`, :func:`plot_marginals`, all at once :func:`evaluate_table`.
 
 See ``docs/evaluation.md`` for the definitions and the protocol.
 """
@@ -27,6 +29,15 @@ from .fidelity import (
 from .grid import image_grid, save_grid, save_sample_grid
 from .plots import accuracy_table, load_reports, plot_accuracy_curve
 from .suite import DEFAULT_METRICS, METRICS, evaluate, parse_metrics
+from .tables import (
+    TABLE_CLASSIFIERS,
+    correlation_difference,
+    distance_to_closest_record,
+    evaluate_table,
+    marginal_tvd,
+    ml_efficacy,
+    plot_marginals,
+)
 
 __all__ = [
     "CLASSIFIERS", "downstream_accuracy", "SmallCNN", "train_cnn", "cnn_accuracy",
@@ -34,4 +45,6 @@ __all__ = [
     "mmd2_unbiased", "median_bandwidth", "sinkhorn_divergence", "subsample",
     "image_grid", "save_grid", "save_sample_grid", "load_reports", "accuracy_table", "plot_accuracy_curve",
     "METRICS", "DEFAULT_METRICS", "evaluate", "parse_metrics",
+    "marginal_tvd", "correlation_difference", "ml_efficacy", "distance_to_closest_record", "plot_marginals",
+    "evaluate_table", "TABLE_CLASSIFIERS",
 ]  # fmt: skip

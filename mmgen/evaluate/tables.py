@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.tables import CATEGORICAL, NUMERIC_MISSING, Schema
+from ..data.tables import BINNED_MISSING, CATEGORICAL, Schema
 from ..errors import DataError
 
 __all__ = [
@@ -82,11 +82,15 @@ def _encoded(x: torch.Tensor, y: torch.Tensor, schema: Schema, category_scale: f
     declared categories. Then the label's one-hot block (when the schema has a label).
     """
     x = x.numpy().astype(np.float64, copy=True)
-    pos = 0
+    pos, keep = 0, []
     for kind, size, _ in schema.layout():
         if kind == CATEGORICAL:
             x[:, pos : pos + size] *= category_scale
+            keep.extend(range(pos, pos + size))
+        else:  # a number: its scaled value (and missingness), not its bin one-hot
+            keep.extend(range(pos, pos + (2 if kind == BINNED_MISSING else 1)))
         pos += size
+    x = x[:, keep]
     if schema.label is None:
         return x
     onehot = np.zeros((len(y), schema.n_classes))
@@ -102,7 +106,7 @@ def _encoded_names(schema: Schema) -> list[str]:
             names.extend(f"{c.name}={n}" for n in schema.cell_names(c))
         else:
             names.append(c.name)
-            if kind == NUMERIC_MISSING:
+            if kind == BINNED_MISSING:
                 names.append(f"{c.name}=(missing)")
     if schema.label is not None:
         names.extend(f"{schema.label}={n}" for n in schema.cell_names(schema.label_column))
@@ -132,8 +136,7 @@ def marginal_tvd(real, synth, schema) -> dict:
     Returns:
         ``{"one_way_mean", "one_way_max", "two_way_mean", "two_way_max", "one_way": {column: tvd},
         "two_way": {"a|b": tvd}}`` — means and maxima over the columns and over the pairs
-        (schema order; the 2-way entries are NaN-free and absent for a one-column schema,
-        whose ``two_way_mean`` and ``two_way_max`` are then 0).
+        (pairs in schema order; a one-column schema has no pairs and reports 0 for them).
 
     Raises:
         DataError: a frame that does not fit the schema (named), or an empty frame.

@@ -1,10 +1,12 @@
 """Feature maps for mixed-type table records (numbers, categories, gaps).
 
 A table row is encoded by its public schema (:mod:`mmgen.data.tables`) as a
-vector in ``[0, 1]^D`` made of blocks: ``numeric`` (1 slot, the scaled value),
-``numeric-missing`` (2 slots: the scaled value and the missingness ``m``) and
-``categorical`` (a one-hot block). The block list, the *layout*, is public and
-part of each map's config; without one, every slot is a numeric column.
+vector in ``[0, 1]^D`` made of blocks: ``binned`` (the scaled value t, then the
+one-hot of its public bin), ``binned-missing`` (t, the missingness ``m``, the bin
+one-hot) and ``categorical`` (a one-hot block). Vectors without a schema use
+``numeric`` blocks (one slot, t) and ``numeric-missing`` blocks (t, m). The block
+list, the *layout*, is public and part of each map's config; without one, every
+slot is a ``numeric`` column.
 
 Both maps keep ``‖φ(x)‖₂ ≤ 1`` for **every** ``x ∈ [0, 1]^D``, not only for
 well-formed encodings, so a caller who passes arbitrary vectors in the declared
@@ -16,8 +18,9 @@ one-hot categorical ones)::
 
     φ(x) = [ √w · RFF(t),  √(1−w) · (v_1/ν_1 ⊕ … ⊕ v_J/ν_J) / √J ]
 
-where ``t`` holds the numeric values (a missing one as ``t·(1−m)``), ``v_j`` the
-categorical blocks plus each missingness pair ``(1−m, m)``, ``ν_j = max(1, ‖v_j‖₂)``.
+where ``t`` holds the numeric values (a missing one as ``t·(1−m)``; bin slots are not
+read), ``v_j`` the categorical blocks plus each missingness pair ``(1−m, m)``,
+``ν_j = max(1, ‖v_j‖₂)``.
 Proof of the bound: ‖RFF(t)‖ = 1 exactly (cos² + sin²), each ``v_j/ν_j`` has norm
 ≤ 1, so ``‖φ‖² ≤ w + (1−w)·J/J = 1``.
 
@@ -25,10 +28,11 @@ Proof of the bound: ‖RFF(t)‖ = 1 exactly (cos² + sin²), each ``v_j/ν_j`` 
 (Liu, Vietri & Wu, "Iterative methods for private synthetic data", NeurIPS 2021):
 each column j becomes a non-negative vector ``u_j`` with ``Σ u_j ≤ 1``,
 
-* a categorical block: ``v / max(1, Σ v)`` (a one-hot row is unchanged);
-* a numeric value t on B public bins: hat weights ``h_b(t) = max(0, 1 − |t(B−1) − b|)``
-  (two neighbouring bins share the mass, which keeps the features differentiable);
-* a numeric value that may be missing: ``[(1−m)·h(t), m]``;
+* a categorical block, a ``binned`` block's bin one-hot b, or a ``binned-missing`` block's
+  ``[b, m]``: ``v / max(1, Σ v)`` (clipped at 0; a one-hot row is unchanged), so the class
+  means are exactly the marginal tables on the public bins that the metrics use too;
+* a ``numeric`` slot t (no schema) on B bins: hat weights ``h_b(t) = max(0, 1 − |t(B−1) − b|)``,
+  and ``[(1−m)·h(t), m]`` for ``numeric-missing`` (these match hat-smoothed histograms only);
 
 and ``φ(x) = (⊕_j u_j ⊕ ⊕_{j<k} vec(u_j ⊗ u_k)) / √(K + P)`` over the K columns and
 their ``P = K(K−1)/2`` pairs. The mean of φ over a class is exactly its 1-way and
@@ -36,10 +40,10 @@ their ``P = K(K−1)/2`` pairs. The mean of φ over a class is exactly its 1-way
 bound: ``‖u_j‖₂ ≤ ‖u_j‖₁ ≤ 1`` and ``‖u_j ⊗ u_k‖₂ = ‖u_j‖₂‖u_k‖₂ ≤ 1``, so
 ``‖φ‖² ≤ (K + P)/(K + P) = 1``.
 
-A generator outputs *relaxed* blocks (category probabilities, missingness
+A generator outputs *relaxed* blocks (category and bin probabilities, missingness
 probabilities): both maps are smooth in them, and for the marginal map the
-features of a relaxed row are exactly the expected features of the categorical
-draws it stands for (the blocks are independent given the latent code).
+features of a relaxed row are exactly the expected features of the draws it
+stands for (the blocks are drawn independently given the latent code and label).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from .base import FeatureMap, register
 
 __all__ = ["TableRFFConfig", "TableRFF", "TableMarginalsConfig", "TableMarginals", "check_layout"]
 
-_KINDS = ("numeric", "numeric-missing", "categorical")
+_KINDS = ("numeric", "numeric-missing", "binned", "binned-missing", "categorical")
 DEFAULT_TABLE_BANDWIDTH_SCALE = 0.5
 
 
@@ -76,7 +80,7 @@ def check_layout(layout, input_dim: int | None = None, bins: int = 16) -> tuple[
             size, nb = int(size), int(nb)
         except (TypeError, ValueError):
             raise MMGenError(f"Layout block {i} must be [kind, size, bins]. Got {block!r}.") from None
-        want = {"numeric": 1, "numeric-missing": 2}.get(kind, size)
+        want = {"numeric": 1, "numeric-missing": 2, "binned": 1 + nb, "binned-missing": 2 + nb}.get(kind, size)
         if kind not in _KINDS or size < 1 or size != want or nb < 1 or (kind != "categorical" and nb < 2):
             raise MMGenError(f"Layout block {i} is malformed: {block!r} (kinds: {', '.join(_KINDS)}).")
         out.append((kind, size, nb))
@@ -151,7 +155,7 @@ class TableRFF(_TableMap):
         super()._setup()
         c = self.config
         n_num = sum(k != "categorical" for k, _, _ in self.layout_)
-        n_cat = sum(k != "numeric" for k, _, _ in self.layout_)  # categorical blocks and missingness pairs
+        n_cat = sum(k not in ("numeric", "binned") for k, _, _ in self.layout_)  # categorical blocks, missingness pairs
         n_cols = len(self.layout_)
         w = c.numeric_weight if c.numeric_weight is not None else n_num / n_cols
         self.numeric_weight_ = float(w if n_cat else 1.0) if n_num else 0.0
@@ -168,15 +172,15 @@ class TableRFF(_TableMap):
     def output_dim(self) -> int:
         self._check_setup()
         return (self.config.n_features if self.n_numeric_ else 0) + sum(
-            2 if k == "numeric-missing" else s for k, s, _ in self.layout_ if k != "numeric"
+            s if k == "categorical" else 2 for k, s, _ in self.layout_ if k not in ("numeric", "binned")
         )
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         nums, cats = [], []
         for kind, _, block in self._blocks(x):
-            if kind == "numeric":
+            if kind in ("numeric", "binned"):
                 nums.append(block[:, :1])
-            elif kind == "numeric-missing":
+            elif kind in ("numeric-missing", "binned-missing"):
                 m = block[:, 1:2]
                 nums.append(block[:, :1] * (1 - m))
                 cats.append(torch.cat([1 - m, m], dim=1))
@@ -225,7 +229,7 @@ class TableMarginals(_TableMap):
 
     def _setup(self) -> None:
         super()._setup()
-        self.cells_ = [nb + 1 if kind == "numeric-missing" else nb for kind, _, nb in self.layout_]
+        self.cells_ = [nb + 1 if kind in ("numeric-missing", "binned-missing") else nb for kind, _, nb in self.layout_]
         k = len(self.cells_)
         self.pairs_ = list(combinations(range(k), 2)) if self.config.two_way else []
         self.scale_ = 1.0 / math.sqrt(k + len(self.pairs_))
@@ -239,8 +243,9 @@ class TableMarginals(_TableMap):
         """The per-column vectors ``u_j`` (non-negative, each summing to at most 1)."""
         out = []
         for kind, nb, block in self._blocks(x):
-            if kind == "categorical":
-                v = block.clamp(min=0)
+            if kind in ("categorical", "binned", "binned-missing"):
+                v = block if kind == "categorical" else block[:, 1:] if kind == "binned" else torch.cat([block[:, 2:], block[:, 1:2]], dim=1)
+                v = v.clamp(min=0)
                 out.append(v / v.sum(dim=1, keepdim=True).clamp(min=1.0))
                 continue
             knots = torch.arange(nb, dtype=x.dtype, device=x.device)

