@@ -483,6 +483,37 @@ class Schema:
             out[:, j] = np.where(gap, c.n_bins, code) if c.missing else code
         return out
 
+    def from_codes(self, codes: np.ndarray, seed: int = 0):
+        """A table from marginal cells (:meth:`codes`' format): the inverse of binning, for binned methods (MST, AIM).
+
+        A numeric cell becomes a value drawn uniformly inside its public bin (seeded; integers
+        rounded into the bin), the missing cell a gap, a category its label.
+
+        Args:
+            codes ((N, n_columns) int array): one cell per column, in the schema's column order.
+            seed: seed of the positions inside the bins.
+        """
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[1] != len(self.columns):
+            raise DataError(f"codes must be (N, {len(self.columns)}). Got {codes.shape}.")
+        for j, c in enumerate(self.columns):
+            if len(codes) and (codes[:, j].min() < 0 or codes[:, j].max() >= c.n_codes):
+                raise DataError(f"Column {c.name!r}: codes must be in 0..{c.n_codes - 1}.")
+        rng = np.random.default_rng(seed)
+        blocks = []
+        for c in self.features:
+            k = codes[:, self.names.index(c.name)]
+            if not c.is_numeric:
+                blocks.append(np.eye(len(c.categories))[k])
+                continue
+            gap = k == c.n_bins if c.missing else np.zeros(len(k), dtype=bool)
+            kk = np.where(gap, 0, k)
+            t = np.where(gap, 0.0, (kk + rng.random(len(k))) / c.n_bins)
+            bins = np.eye(c.n_bins)[kk] * ~gap[:, None]
+            blocks.extend([t[:, None]] + ([gap[:, None].astype(np.float64)] if c.missing else []) + [bins])
+        y = codes[:, self.names.index(self.label)] if self.label is not None else None
+        return self.decode(np.concatenate(blocks, axis=1), y)
+
     def cell_names(self, column: Column) -> list[str]:
         """Readable names of a column's marginal cells (bin edges or categories)."""
         if not column.is_numeric:
