@@ -303,3 +303,87 @@ def test_python_api_takes_a_data_frame_and_returns_one(slid):
     assert set(out.language.dropna()) <= {"English", "French", "Other"}
     with pytest.raises(DataError, match="data frame"):
         mmgen.release(slid.to_numpy(), schema=SLID_SCHEMA, epsilon=1.0, delta=DELTA)
+
+
+# -- streaming, codes, sampled rows ---------------------------------------------------------
+def test_a_streamed_file_gives_the_same_sums_as_the_whole_frame(tmp_path, cps, fixed_noise):
+    from mmgen.data.tables import TableStream
+
+    frame = cps.sample(3000, random_state=1).reset_index(drop=True)
+    spec, _ = _write(tmp_path, frame)
+    whole = mmgen.release(frame, schema=CPS_SCHEMA, features="table-marginals", epsilon=EPS, delta=DELTA)
+    stream = TableStream(spec, CPS_SCHEMA, chunk_rows=700)
+    assert sum(1 for _ in stream) == 5  # 3000 rows in chunks of 700
+    streamed = mmgen.release(stream, features="table-marginals", epsilon=EPS, delta=DELTA)
+    assert torch.equal(whole.statistics[0].sums, streamed.statistics[0].sums)
+    assert torch.equal(whole.statistics[0].counts, streamed.statistics[0].counts)
+    assert streamed.schema["table"] == {**Schema.from_dict(CPS_SCHEMA).to_dict(), "clip": False}
+
+
+def test_a_bad_row_in_a_later_chunk_is_named_by_its_row_in_the_file(tmp_path, cps):
+    from mmgen.data.tables import TableStream
+
+    frame = cps.head(2000).copy()
+    frame.loc[1500, "region"] = "atlantis"
+    spec, _ = _write(tmp_path, frame)
+    with pytest.raises(DataError, match="'region': row 1500 holds 'atlantis'"):
+        list(TableStream(spec, CPS_SCHEMA, chunk_rows=600))
+
+
+def test_codes_round_trip_through_from_codes(slid):
+    s = Schema.from_dict(SLID_SCHEMA)
+    codes = s.codes(slid)
+    back = s.from_codes(codes, seed=3)
+    assert np.array_equal(s.codes(back), codes)
+    assert back.wages.isna().equals(slid.wages.isna())
+
+
+@pytest.mark.parametrize("schema", [CPS_SCHEMA, SLID_SCHEMA], ids=["cps", "slid"])
+def test_sampled_rows_are_valid_encodings_that_decode_into_their_drawn_bins(schema):
+    """An untrained table generator's draws: one-hot blocks, the number inside the drawn bin, gaps with zero bins."""
+    s = Schema.from_dict(schema)
+    from mmgen.generators import create_generator
+
+    gen = create_generator(kind="table", input_shape=(s.encoded_dim,), n_classes=s.n_classes, layout=s.layout(), width=8)
+    gen.eval()
+    x = gen.sample(torch.randint(0, s.n_classes, (3000,)), generator=torch.Generator().manual_seed(0))
+    again, _ = s.encode(s.decode(x))
+    pos = 0
+    for kind, size, nb in s.layout():
+        block, twice = x[:, pos : pos + size].double(), again[:, pos : pos + size]
+        pos += size
+        if kind == "categorical":
+            assert torch.equal(block.sum(dim=1), torch.ones(len(x), dtype=torch.float64))
+            assert torch.equal(block, twice)
+        else:  # the re-encoded bin is the drawn one, the gap too
+            assert torch.equal(block[:, -nb:], twice[:, -nb:]), kind
+            if kind == "binned-missing":
+                assert torch.equal(block[:, 1], twice[:, 1]) and bool((block[:, 1] == 1).any())
+
+
+# -- the schema and sample commands --------------------------------------------------------------
+def test_schema_draft_and_check_commands(tmp_path, slid, capsys):
+    slid.head(300).to_csv(tmp_path / "slid.csv", index=False)
+    draft = tmp_path / "draft.json"
+    assert cli.main(["schema", "draft", str(tmp_path / "slid.csv"), "--label", "sex", "--out", str(draft)]) == 0
+    err = capsys.readouterr().err
+    assert "DRAFT ONLY" in err and json.loads(draft.read_text())["note"] == DRAFT_WARNING
+    assert cli.main(["schema", "draft", str(tmp_path / "slid.csv"), "--out", str(draft)]) == 2  # never overwritten
+    assert "exists" in capsys.readouterr().err
+    assert cli.main(["release", "--data", f"csv:{tmp_path / 'slid.csv'}", "--schema", str(draft), "--epsilon", "1",
+                     "--out", str(tmp_path / "r.mmgen")]) == 2  # fmt: skip
+    assert "still the draft" in capsys.readouterr().err
+    (tmp_path / "slid.json").write_text(json.dumps(SLID_SCHEMA))
+    assert cli.main(["schema", "check", str(tmp_path / "slid.json"), "--data", f"csv:{tmp_path / 'slid.csv'}"]) == 0
+    out = capsys.readouterr().out
+    assert "wages" in out and "may be missing" in out and "every row fits" in out
+
+
+def test_sample_of_a_table_checkpoint_writes_csv_only(tmp_path, cps, capsys):
+    rel = mmgen.release(cps.head(2000), schema=CPS_SCHEMA, features="table-marginals", epsilon=EPS, delta=DELTA)
+    trained = mmgen.fit("auto", rel, epochs=1, steps_per_epoch=5, batch_size=64, progress=False)
+    trained.save(tmp_path / "c.mmgen")
+    assert cli.main(["sample", str(tmp_path / "c.mmgen"), "--n", "10", "--out", str(tmp_path / "s.npz")]) == 2
+    assert ".csv or .parquet" in capsys.readouterr().err and not (tmp_path / "s.npz").exists()
+    assert cli.main(["sample", str(tmp_path / "c.mmgen"), "--n", "10", "--out", str(tmp_path / "s.parquet")]) == 0
+    assert list(pd.read_parquet(tmp_path / "s.parquet").columns) == list(cps.columns)
