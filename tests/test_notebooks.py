@@ -15,7 +15,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 def test_there_are_notebooks():
     names = {p.name for p in NOTEBOOKS}
-    assert {"quickstart.ipynb", "feature_maps_across_epsilon.ipynb", "own_data.ipynb"} <= names
+    assert {"quickstart.ipynb", "feature_maps_across_epsilon.ipynb", "own_data.ipynb", "tables.ipynb"} <= names
 
 
 @pytest.mark.slow

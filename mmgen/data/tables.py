@@ -75,6 +75,7 @@ class Column:
         transform: ``None`` or ``"log"`` (numeric columns with ``low > 0``).
         bins: the public binning of a numeric column (marginal features, metrics).
         unknown: a category that values outside the list are mapped to (recorded), or None to refuse them.
+        description: free text, e.g. the public source of the bounds (recorded in the release).
     """
 
     name: str
@@ -86,6 +87,7 @@ class Column:
     transform: str | None = None
     bins: int | None = None
     unknown: Any = None
+    description: str | None = None
 
     @property
     def is_numeric(self) -> bool:
@@ -140,6 +142,8 @@ class Column:
             out["categories"] = list(self.categories)
             if self.unknown is not None:
                 out["unknown"] = self.unknown
+        if self.description:
+            out["description"] = self.description
         return out
 
 
@@ -154,6 +158,9 @@ def _column(spec: Any, index: int) -> Column:
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise DataError(f"{where} needs a non-empty string 'name'.")
+    description = spec.get("description")
+    if description is not None and not isinstance(description, str):
+        raise DataError(f"schema column {name!r}: 'description' must be text.")
     where = f"schema column {name!r}"
     kind = spec.get("type")
     if kind not in TYPES:
@@ -178,7 +185,7 @@ def _column(spec: Any, index: int) -> Column:
         unknown = spec.get("unknown")
         if unknown is not None and _key(unknown) not in {_key(c) for c in cats}:
             raise DataError(f"{where}: 'unknown' must be one of the declared categories. Got {unknown!r}.")
-        return Column(name, kind, categories=tuple(cats), missing=None in cats, unknown=unknown)
+        return Column(name, kind, categories=tuple(cats), missing=None in cats, unknown=unknown, description=description)
     if "categories" in spec or "unknown" in spec:
         raise DataError(f"{where}: 'categories' and 'unknown' apply to categorical columns only.")
     low, high = spec.get("low"), spec.get("high")
@@ -200,7 +207,8 @@ def _column(spec: Any, index: int) -> Column:
     bins = spec.get("bins")
     if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or not 2 <= bins <= 1000):
         raise DataError(f"{where}: 'bins' must be an integer in 2..1000. Got {bins!r}.")
-    return Column(name, kind, low=float(low), high=float(high), missing=missing, transform=transform, bins=bins)
+    return Column(name, kind, low=float(low), high=float(high), missing=missing, transform=transform, bins=bins,
+                  description=description)
 
 
 def _key(value: Any) -> str | None:
@@ -222,6 +230,7 @@ class Schema:
 
     columns: tuple[Column, ...]
     label: str | None = None
+    description: str | None = None
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -266,7 +275,8 @@ class Schema:
                 raise DataError(f"The label column {label!r} must be categorical (a release is conditional on its classes).")
         if len([c for c in columns if c.name != label]) == 0:
             raise DataError("The schema needs at least one column besides the label.")
-        return cls(columns, label)
+        description = spec.get("description")
+        return cls(columns, label, description if isinstance(description, str) else None)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Schema":
@@ -285,6 +295,8 @@ class Schema:
         out: dict[str, Any] = {"columns": [c.to_dict() for c in self.columns]}
         if self.label is not None:
             out["label"] = self.label
+        if self.description:
+            out["description"] = self.description
         return out
 
     # -- views --------------------------------------------------------------
