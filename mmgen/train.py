@@ -316,8 +316,6 @@ def fit(
     proportions = release.class_proportions()
 
     gen = torch.Generator().manual_seed(config.seed)
-    if hasattr(type(generator), "_straight_through"):  # a table generator draws bins while training: from `gen`
-        generator.draw_generator = gen
     opt = torch.optim.Adam(generator.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
     result = Trained(generator, config, _release_info(release), proportions, [])

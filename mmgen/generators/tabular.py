@@ -4,10 +4,9 @@
 head per block of the encoded row (:meth:`mmgen.data.tables.Schema.layout`):
 
 * ``binned`` (a schema's number on B public bins): B bin logits (softmax, p) and B
-  within-bin positions (sigmoid, u); the block is ``[(k + u_k)/B, p]`` with k a bin drawn
-  from p while training (straight-through gradient, see :meth:`TableGenerator._straight_through`);
+  within-bin positions (sigmoid, u); the block is ``[Σ_k p_k (k + u_k)/B, p]``;
 * ``binned-missing``: the same and a missingness probability m; the block is
-  ``[t·(1−g), m, p·(1−m)]`` with g a drawn gap;
+  ``[t·(1−m), m, p·(1−m)]``;
 * ``categorical``: a softmax over the categories;
 * ``numeric`` / ``numeric-missing`` (vectors without a schema): sigmoid value (and missingness).
 
@@ -62,30 +61,13 @@ class TableGenerator(Generator):
                 out.append(torch.sigmoid(block))
             else:
                 p, u = torch.softmax(block[:, :nb], dim=1), torch.sigmoid(block[:, nb : 2 * nb])
-                t = (self._straight_through(p) * (torch.arange(nb, dtype=p.dtype, device=p.device) + u)).sum(dim=1, keepdim=True) / nb
+                t = (p * (torch.arange(nb, dtype=p.dtype, device=p.device) + u)).sum(dim=1, keepdim=True) / nb
                 if kind == "binned":
                     out.append(torch.cat([t, p], dim=1))
                 else:
                     m = torch.sigmoid(block[:, 2 * nb :])
-                    out.append(torch.cat([t * (1 - self._straight_through(torch.cat([1 - m, m], dim=1))[:, 1:]), m, p * (1 - m)], dim=1))
+                    out.append(torch.cat([t * (1 - m), m, p * (1 - m)], dim=1))
         return torch.cat(out, dim=1)
-
-    def _straight_through(self, p: torch.Tensor) -> torch.Tensor:
-        """While training: a real draw from the rows of ``p`` (one-hot) with ``p``'s gradient (straight-through).
-
-        The value slot ``t`` of a binned block is then a value the sampler could produce (the
-        drawn bin at its position), which a map that reads values (``table-rff``) needs; the
-        bin slots stay the relaxed probabilities, whose features are exact expectations for
-        ``table-marginals``. The draws use :attr:`draw_generator` (:func:`mmgen.fit` sets it to
-        its seeded generator, so a resumed fit repeats them). In eval mode: the expectation.
-        """
-        if not self.training:
-            return p
-        g = getattr(self, "draw_generator", None)
-        uniform = torch.rand(p.shape, generator=g, dtype=p.dtype).to(p.device).clamp(1e-12, 1 - 1e-12)
-        pick = (p.detach().clamp(min=1e-12).log() - (-uniform.log()).log()).argmax(dim=1)  # Gumbel-max draw
-        hard = F.one_hot(pick, p.shape[1]).to(p.dtype)
-        return hard + p - p.detach()
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None, batch_size: int = 2048) -> torch.Tensor:
