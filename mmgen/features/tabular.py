@@ -36,7 +36,8 @@ each column j becomes a non-negative vector ``u_j`` with ``Σ u_j ≤ 1``,
 
 and ``φ(x) = (⊕_j u_j ⊕ ⊕_{j<k} vec(u_j ⊗ u_k)) / √(K + P)`` over the K columns and
 their ``P = K(K−1)/2`` pairs. The mean of φ over a class is exactly its 1-way and
-(hat-smoothed) 2-way marginal tables, all scaled by the same constant. Proof of the
+2-way marginal tables (on the public bins of a schema's numbers; hat-smoothed for plain
+``numeric`` slots), all scaled by the same constant. Proof of the
 bound: ``‖u_j‖₂ ≤ ‖u_j‖₁ ≤ 1`` and ``‖u_j ⊗ u_k‖₂ = ‖u_j‖₂‖u_k‖₂ ≤ 1``, so
 ``‖φ‖² ≤ (K + P)/(K + P) = 1``.
 
