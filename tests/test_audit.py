@@ -64,7 +64,7 @@ def test_replace_one(small):
 
 
 # options that keep each map small, applied where the map has the field
-SMALL = {"n_features": 64, "order": 4, "n_subsets": 4, "width": 8, "image_size": 32}
+SMALL = {"n_features": 64, "order": 4, "n_subsets": 4, "width": 8, "image_size": 32, "bins": 2, "two_way": False}
 
 
 @pytest.mark.parametrize("name", mmgen.features.list())
