@@ -55,36 +55,13 @@ sys.path.insert(0, str(ROOT))
 import mmgen  # noqa: E402
 from benchmarks.results_block import write_results  # noqa: E402
 from mmgen.data import holdout_mask  # noqa: E402
+from mmgen.data.examples import EXAMPLE_SCHEMAS  # noqa: E402
 from mmgen.data.tables import Schema  # noqa: E402
 from mmgen.evaluate.tables import correlation_difference, distance_to_closest_record, marginal_tvd, ml_efficacy  # noqa: E402
 
 DELTA = 1e-5
-CPS_SCHEMA = {
-    "columns": [
-        {"name": "wage", "type": "numeric", "low": 50, "high": 20000, "transform": "log",
-         "description": "weekly wage in dollars; the survey's floor and a generous ceiling"},
-        {"name": "education", "type": "integer", "low": 0, "high": 18, "description": "years of schooling"},
-        {"name": "experience", "type": "integer", "low": -4, "high": 63, "description": "age - education - 6"},
-        {"name": "ethnicity", "type": "categorical", "categories": ["afam", "cauc"]},
-        {"name": "smsa", "type": "categorical", "categories": ["no", "yes"]},
-        {"name": "region", "type": "categorical", "categories": ["midwest", "northeast", "south", "west"]},
-        {"name": "parttime", "type": "categorical", "categories": ["no", "yes"]},
-    ],
-    "label": "parttime",
-}  # fmt: skip
-FERTILITY_SCHEMA = {
-    "columns": [
-        {"name": "morekids", "type": "categorical", "categories": ["no", "yes"]},
-        {"name": "gender1", "type": "categorical", "categories": ["female", "male"]},
-        {"name": "gender2", "type": "categorical", "categories": ["female", "male"]},
-        {"name": "age", "type": "integer", "low": 15, "high": 50},
-        {"name": "afam", "type": "categorical", "categories": ["no", "yes"]},
-        {"name": "hispanic", "type": "categorical", "categories": ["no", "yes"]},
-        {"name": "other", "type": "categorical", "categories": ["no", "yes"]},
-        {"name": "work", "type": "integer", "low": 0, "high": 52, "description": "weeks worked in the year"},
-    ],
-    "label": "morekids",
-}  # fmt: skip
+CPS_SCHEMA = EXAMPLE_SCHEMAS["AER/CPS1988"]  # declared from the data set's documentation, not its rows
+FERTILITY_SCHEMA = EXAMPLE_SCHEMAS["AER/Fertility"]
 TABLE_FIT = {"epochs": 20, "steps_per_epoch": 100, "batch_size": 1000}  # the CLI's TABLE_FIT_DEFAULTS
 
 

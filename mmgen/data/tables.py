@@ -54,6 +54,7 @@ __all__ = [
 NUMERIC, NUMERIC_MISSING, CATEGORICAL = "numeric", "numeric-missing", "categorical"
 BINNED, BINNED_MISSING = "binned", "binned-missing"
 DEFAULT_BINS = 16
+NA_VALUES = ["", "NA", "NaN", "nan", "null", "NULL"]  # how a CSV spells a gap
 TYPES = ("numeric", "integer", "categorical")
 DRAFT_WARNING = (
     "DRAFT ONLY: every bound and category below was read off the private file. They are private: "
@@ -277,6 +278,13 @@ class Schema:
             raise DataError("The schema needs at least one column besides the label.")
         description = spec.get("description")
         return cls(columns, label, description if isinstance(description, str) else None)
+
+    @classmethod
+    def coerce(cls, schema) -> "Schema":
+        """A :class:`Schema` from a schema, its JSON form (a dict) or a JSON file's path."""
+        if isinstance(schema, Schema):
+            return schema
+        return cls.from_dict(schema) if isinstance(schema, dict) else cls.load(schema)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Schema":
@@ -605,7 +613,7 @@ def read_table(path: str | os.PathLike, kind: str | None = None):
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
-        return pd.read_csv(path, keep_default_na=False, na_values=["", "NA", "NaN", "nan", "null", "NULL"])
+        return pd.read_csv(path, keep_default_na=False, na_values=NA_VALUES)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise DataError(f"Cannot read {path} as {kind}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     except ImportError as exc:  # pyarrow missing
@@ -653,8 +661,7 @@ def load_table(
     from .base import Dataset
     from .loaders import holdout_mask
 
-    if not isinstance(schema, Schema):
-        schema = Schema.from_dict(schema) if isinstance(schema, dict) else Schema.load(schema)
+    schema = Schema.coerce(schema)
     if frame is None:
         kind, _, arg = spec.partition(":")
         if kind not in ("csv", "parquet") or not arg:
@@ -695,8 +702,7 @@ class TableStream:
     """
 
     def __init__(self, spec: str, schema, *, holdout: float | None = None, clip: bool = False, chunk_rows: int = 65536):
-        if not isinstance(schema, Schema):
-            schema = Schema.from_dict(schema) if isinstance(schema, dict) else Schema.load(schema)
+        schema = Schema.coerce(schema)
         kind, _, arg = spec.partition(":")
         if kind not in ("csv", "parquet") or not arg:
             raise DataError(f"A table spec is csv:FILE or parquet:FILE. Got {spec!r}.")
@@ -722,8 +728,7 @@ class TableStream:
                 for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.chunk_rows):
                     yield batch.to_pandas()
             else:
-                yield from pd.read_csv(self.path, chunksize=self.chunk_rows, keep_default_na=False,
-                                       na_values=["", "NA", "NaN", "nan", "null", "NULL"])  # fmt: skip
+                yield from pd.read_csv(self.path, chunksize=self.chunk_rows, keep_default_na=False, na_values=NA_VALUES)
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(f"Cannot read {self.path} as {self.kind}: {first}") from None
@@ -749,8 +754,7 @@ def load_frames(spec: str, schema, *, holdout: float | None = None, clip: bool =
     """
     from .loaders import holdout_mask
 
-    if not isinstance(schema, Schema):
-        schema = Schema.from_dict(schema) if isinstance(schema, dict) else Schema.load(schema)
+    schema = Schema.coerce(schema)
     kind, _, arg = spec.partition(":")
     if kind not in ("csv", "parquet") or not arg:
         raise DataError(f"A table spec is csv:FILE or parquet:FILE. Got {spec!r}.")

@@ -52,13 +52,6 @@ TABLE_CLASSIFIERS = ("logistic", "boosting")
 
 
 # -- checks and encodings ---------------------------------------------------------
-def _schema(schema) -> Schema:
-    if isinstance(schema, Schema):
-        return schema
-    if isinstance(schema, dict):
-        return Schema.from_dict(schema)
-    raise DataError(f"`schema` must be a Schema or its JSON dict. Got {type(schema).__name__}.")
-
 
 def _check(frame, name: str, schema: Schema) -> tuple[torch.Tensor, torch.Tensor]:
     """Encodes ``frame`` with ``schema`` (the validation), naming the argument in any error."""
@@ -152,7 +145,7 @@ def marginal_tvd(real, synth, schema) -> dict:
         >>> r["one_way"], r["two_way"]
         ({'a': 0.25, 'b': 0.0}, {'a|b': 0.25})
     """
-    schema = _schema(schema)
+    schema = Schema.coerce(schema)
     _check(real, "real", schema)
     _check(synth, "synth", schema)
     cr, cs = schema.codes(real), schema.codes(synth)
@@ -212,7 +205,7 @@ def correlation_difference(real, synth, schema) -> dict:
     Raises:
         DataError: a frame that does not fit the schema (named), or an empty frame.
     """
-    schema = _schema(schema)
+    schema = Schema.coerce(schema)
     xr = _encoded(*_check(real, "real", schema), schema)
     xs = _encoded(*_check(synth, "synth", schema), schema)
     names = _encoded_names(schema)
@@ -322,7 +315,7 @@ def ml_efficacy(train_real, test_real, synth, schema, target: str | None = None,
         DataError: no target, a target that is not a categorical column, a frame that does
             not fit the schema (named).
     """
-    schema = _target_schema(_schema(schema), target)
+    schema = _target_schema(Schema.coerce(schema), target)
     tables = {}
     for name, frame in (("synth", synth), ("train_real", train_real), ("test_real", test_real)):
         x, y = _check(frame, name, schema)
@@ -390,7 +383,7 @@ def distance_to_closest_record(synth, train_real, holdout_real, schema, max_rows
     """
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise DataError(f"`max_rows` must be a positive integer. Got {max_rows!r}.")
-    schema = _schema(schema)
+    schema = Schema.coerce(schema)
     scale = 1.0 / math.sqrt(2.0)
     xs = _encoded(*_check(synth, "synth", schema), schema, scale)
     xt = _encoded(*_check(train_real, "train_real", schema), schema, scale)
@@ -435,7 +428,7 @@ def plot_marginals(real, synth, schema, path: str | os.PathLike) -> Path:
     from ..files import check_picture
 
     check_picture(path, "path")
-    schema = _schema(schema)
+    schema = Schema.coerce(schema)
     _check(real, "real", schema)
     _check(synth, "synth", schema)
     import matplotlib
@@ -517,7 +510,7 @@ def evaluate_table(
     from ..files import check_picture
 
     check_picture(plot, "plot")  # before any work
-    schema = _schema(schema)
+    schema = Schema.coerce(schema)
     for name, frame in (("synth", synth), ("train_real", train_real), ("test_real", test_real)):
         _check(frame, name, schema)
     if holdout is not None:
