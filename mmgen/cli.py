@@ -81,7 +81,7 @@ def _add_npz_options(p):
 
 
 def _add_inspect(sub):
-    p = sub.add_parser("inspect", help="print a release's metadata", description="Prints a release's public metadata.")
+    p = sub.add_parser("inspect", help="print a release's or evolved samples' metadata", description="Prints the public metadata of a release, or the privacy record of samples written by `mmgen evolve`.")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
 
@@ -93,6 +93,9 @@ FIT_DEFAULTS = {"epochs": 6, "steps_per_epoch": 100, "batch_size": 200, "conv_wi
 # Tables: their generator is small and a step costs milliseconds, so more and larger steps; chosen on
 # carData/SLID at epsilon = 1 (2-way marginal TVD against the training rows), never on CPS1988, the reported table.
 TABLE_FIT_DEFAULTS = {"epochs": 20, "steps_per_epoch": 100, "batch_size": 1000}
+# `mmgen evolve`'s defaults: mmgen.evolve.EvolveConfig's (see docs/evolve.md for how they were chosen).
+EVOLVE_DEFAULTS = {"rounds": 5, "population": 2000, "samples": 10000, "threshold": 2.0, "strength_start": 0.6,
+                   "strength_end": 0.2, "embedding": "pixels"}  # fmt: skip
 
 
 def _add_fit(sub):
@@ -215,6 +218,47 @@ def _add_budget(sub):
     p.add_argument("--json", action="store_true", help="print the record as JSON")
 
 
+def _add_evolve(sub):
+    p = sub.add_parser("evolve", help="Private Evolution: private nearest-neighbour votes refine a generator's samples",
+                       description=(
+        "Private Evolution on top of a fitted generator: every private record votes for its nearest samples of its "
+        "class (public embedding), the vote histogram gets Gaussian noise, and the next samples are variations of the "
+        "voted ones. --epsilon is the total for the data set: the release the generator came from, this run and every "
+        "stage in the budget record compose within it (dp-accounting). Writes samples (.npz) that `mmgen evaluate` "
+        "and `mmgen inspect` read."))  # fmt: skip
+    p.add_argument("checkpoint", nargs="?", help="generator checkpoint (`mmgen fit`); not needed with --plan")
+    p.add_argument("--data", default="digits", help="the private data the release was made of (same specs as `release`)")
+    _add_npz_options(p)
+    p.add_argument("--epsilon", type=float, required=True, help="total epsilon of the data set after this run (> 0)")
+    p.add_argument("--delta", type=float, default=1e-5, help="delta in (0, 1); default 1e-5")
+    p.add_argument("--neighbouring", default="add-remove", choices=["add-remove", "replace-one"],
+                   help="neighbouring relation (the release's)")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=EVOLVE_DEFAULTS["rounds"], help="T, private histograms")
+    p.add_argument("--population", type=int, default=EVOLVE_DEFAULTS["population"],
+                   help="candidates per round, all classes (split by the release's noisy class proportions)")  # fmt: skip
+    p.add_argument("--samples", type=int, default=EVOLVE_DEFAULTS["samples"], help="records to write")
+    p.add_argument("--k", type=int, default=1, help="neighbours each record votes for (1/sqrt(k) each)")
+    p.add_argument("--threshold", type=float, default=EVOLVE_DEFAULTS["threshold"],
+                   help="H in noise standard deviations: noisy votes below it count 0")  # fmt: skip
+    p.add_argument("--strength-start", type=float, default=EVOLVE_DEFAULTS["strength_start"],
+                   help="variation strength after the first round (1: a fresh sample)")  # fmt: skip
+    p.add_argument("--strength-end", type=float, default=EVOLVE_DEFAULTS["strength_end"],
+                   help="variation strength after the last round")  # fmt: skip
+    p.add_argument("--embedding", default=EVOLVE_DEFAULTS["embedding"], choices=["pixels", "efficientnet", "release"],
+                   help="public embedding of the votes")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="public seed of the latents and of the draws")
+    p.add_argument("--generator-public", action="store_true", help=(
+        "the generator was fitted to other, public data (not a release of --data): its release is not counted"))  # fmt: skip
+    p.add_argument("--clip", action="store_true", help="clip values into the declared domain instead of refusing them")
+    p.add_argument("--out", help="samples to write (.npz: x, y, latents, meta)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out (this run spends epsilon again)")
+    p.add_argument("--budget-record", default=None, metavar="PATH", help=(
+        "the data set's budget record (as for `release`; default beside npz/csv files, none for the benchmarks)"))  # fmt: skip
+    p.add_argument("--plan", action="store_true", help=(
+        "print how --epsilon splits between a release and this run for --release-share, and stop (reads no data)"))  # fmt: skip
+    p.add_argument("--release-share", type=float, default=0.5, help="with --plan: the release's share of mu^2 (0..1)")
+
+
 def _add_audit(sub):
     p = sub.add_parser("audit", help="empirical privacy audit: a lower bound on epsilon", description=(
         "Simulates many releases of a configuration on neighbouring data sets (with and without a "
@@ -240,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_release, _add_inspect, _add_fit, _add_sample, _add_evaluate, _add_plot, _add_demo, _add_audit,
-                _add_budget, _add_schema):
+                _add_budget, _add_schema, _add_evolve):
         add(sub)
     sub.add_parser("features", help="list the registered feature maps", description="Lists the feature maps.")
     for p in sub.choices.values():
@@ -450,8 +494,60 @@ def cmd_release(args) -> None:
     if record is not None:
         multipliers = rel.metadata["privacy"]["noise_multipliers"]
         record.add(stage="release", event=dp_event(multipliers), epsilon=rel.epsilon, delta=rel.delta,
-                   output=Path(path).name, neighbouring=rel.neighbouring, noise_multipliers=multipliers)  # fmt: skip
+                   output=Path(path).name, neighbouring=rel.neighbouring, noise_multipliers=multipliers,
+                   details={"content_hash": rel.content_hash()})  # fmt: skip
         record.save()
+        print(f"budget record {record_path}: {len(record)} stage(s), total epsilon {record.total_epsilon():.4g} "
+              f"at delta={record.delta:g} (keep it private)")  # fmt: skip
+
+
+def cmd_evolve(args) -> None:
+    import mmgen
+
+    from .errors import MMGenError
+    from .evolve import EvolveConfig, evolve, plan
+    from .files import expect
+    from .privacy.ledger import BudgetRecord, budget_warnings
+
+    if args.plan:
+        p = plan(args.epsilon, args.delta, args.rounds, args.release_share)
+        print(f"total epsilon {args.epsilon:g} at delta={args.delta:g}, {args.neighbouring}, release share "
+              f"{args.release_share:g} of mu^2:\n  mmgen release ... --epsilon {p['release_epsilon']:.6g}   "
+              f"(noise multiplier {p['release_noise_multiplier']:.4g})\n  mmgen evolve CKPT ... --epsilon "
+              f"{args.epsilon:g} --rounds {args.rounds}   ({args.rounds} histograms at noise multiplier "
+              f"{p['noise_multiplier']:.4g}; epsilon {p['pe_epsilon']:.4g} on their own)")  # fmt: skip
+        return
+    if args.checkpoint is None or args.out is None:
+        raise MMGenError("`mmgen evolve` needs a CHECKPOINT and --out (or --plan).")
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise MMGenError(f"--out must be an .npz file (samples). Got {args.out!r}.")
+    if not args.force:
+        _refuse_overwrite(out, "samples")
+    expect(args.checkpoint, "checkpoint", "`mmgen evolve`")
+    trained = mmgen.Trained.load(args.checkpoint)
+    if "table" in trained.release_info["data"]:
+        raise MMGenError("`mmgen evolve` runs on images and vectors; this generator was fitted to a table.")
+    config = EvolveConfig(rounds=args.rounds, population=args.population, samples=args.samples, k=args.k,
+                          threshold=args.threshold, strength_start=args.strength_start,
+                          strength_end=args.strength_end, embedding=args.embedding, seed=args.seed)  # fmt: skip
+    kind = args.data.partition(":")[0]
+    if kind in ("csv", "parquet"):
+        raise MMGenError("`mmgen evolve` runs on images and vectors, not on tables.")
+    record_path = _budget_record_path(args.data, args.budget_record)
+    record = None
+    if record_path is not None:
+        record = BudgetRecord.open(record_path, data=Path(args.data.partition(":")[2]).name or args.data)
+    for message in budget_warnings(args.epsilon, args.delta):
+        _warn(message)
+    ds = mmgen.data.load(args.data, **_npz_options(args))
+    ev = evolve(trained, ds, epsilon=args.epsilon, delta=args.delta, config=config, neighbouring=args.neighbouring,
+                generator_public=args.generator_public, record=record, clip=args.clip, progress=True)  # fmt: skip
+    ev.save(out)
+    pe = ev.privacy["stages"][-1]
+    print(f"wrote {out}: {len(ev.y)} samples; epsilon={ev.epsilon:.4g}, delta={ev.delta:g}, {ev.privacy['neighbouring']} "
+          f"(release + {pe['rounds']} histograms at noise multiplier {pe['noise_multiplier']:.4g})")  # fmt: skip
+    if record is not None:
         print(f"budget record {record_path}: {len(record)} stage(s), total epsilon {record.total_epsilon():.4g} "
               f"at delta={record.delta:g} (keep it private)")  # fmt: skip
 
@@ -544,9 +640,49 @@ def cmd_inspect(args) -> None:
     from .files import expect
     from .release import Release
 
+    from .files import sniff
+
+    if sniff(args.file) == "samples":
+        return _inspect_samples(args)
     expect(args.file, "release", "`mmgen inspect`")
     rel = Release.load(args.file)
     print(json.dumps(rel.metadata, indent=2, sort_keys=True) if args.json else format_release(rel))
+
+
+def format_evolved(meta: dict) -> str:
+    p, c = meta["privacy"], meta["evolve"]
+    lines = [
+        f"samples      mmgen evolved samples, format {meta['format_version']}, library {meta['library_version']}",
+        f"privacy      epsilon={p['epsilon']:.4g}, delta={p['delta']:g}, neighbouring={p['neighbouring']} "
+        f"({p['composition']})",
+        f"publishable  {'yes' if p['for_publication'] else 'NO (seeded test noise)'}; noise source {p['noise_source']}",
+    ]
+    for s in p["stages"]:
+        if s["stage"] == "release":
+            lines.append(f"stage        release: epsilon={s['epsilon']:g}, noise multipliers "
+                         f"{', '.join(f'{v:.4g}' for v in s['noise_multipliers'])}; content hash {s['content_hash']}")  # fmt: skip
+        else:
+            lines.append(f"stage        private evolution: T={s['rounds']} histograms, noise multiplier "
+                         f"{s['noise_multiplier']:.4g} x sensitivity {s['sensitivity']:.4g}, threshold H={s['threshold']:.4g}, "
+                         f"k={s['k']}, embedding {s['embedding']} (epsilon {s['epsilon']:.4g} on its own)")  # fmt: skip
+    if p.get("generator_public"):
+        lines.append("generator    fitted to other, public data: its release is not counted")
+    if "data_set_total_epsilon" in p:
+        lines.append(f"data set     total epsilon {p['data_set_total_epsilon']:.4g} in its budget record")
+    lines.append(f"settings     population {c['population']}, samples {c['samples']}, strengths "
+                 f"{c['strength_start']:g} -> {c['strength_end']:g}, seed {c['seed']}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _inspect_samples(args) -> None:
+    from .errors import MMGenError
+    from .evolve import read_meta
+
+    meta = read_meta(args.file)
+    if meta is None:
+        raise MMGenError(f"{args.file} holds samples without a privacy record (as `mmgen sample` writes them, for "
+                         "`mmgen evaluate`): their guarantee is the release's; inspect the release.")  # fmt: skip
+    print(json.dumps(meta, indent=2, sort_keys=True) if args.json else format_evolved(meta))
 
 
 def cmd_fit(args) -> None:
@@ -805,7 +941,7 @@ def cmd_audit(args) -> None:
 
 COMMANDS = {
     "release": cmd_release, "inspect": cmd_inspect, "fit": cmd_fit, "sample": cmd_sample,
-    "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "features": cmd_features, "audit": cmd_audit, "budget": cmd_budget,
+    "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "features": cmd_features, "audit": cmd_audit, "budget": cmd_budget, "evolve": cmd_evolve,
     "schema": cmd_schema,
 }  # fmt: skip
 

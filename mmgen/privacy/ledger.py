@@ -48,7 +48,10 @@ from dp_accounting import dp_event as _events
 from ..errors import FormatError, PrivacyError
 from .calibration import check_epsilon_delta, composed_noise_multiplier, epsilon_for
 
-__all__ = ["BudgetRecord", "RECORD_SUFFIX", "budget_warnings", "event_to_dict", "event_from_dict"]
+__all__ = [
+    "BudgetRecord", "RECORD_SUFFIX", "budget_warnings", "event_to_dict", "event_from_dict", "rounds_event",
+    "noise_multiplier_within", "composed_epsilon",
+]  # fmt: skip
 
 RECORD_FORMAT = "mmgen-budget-record"
 RECORD_VERSION = 1
@@ -136,6 +139,70 @@ def _compose_epsilon(events: list, delta: float, neighbouring: str) -> float:
     if not accountant.supports(event):
         raise PrivacyError(f"dp-accounting's PLD and RDP accountants cannot compose {event!r} under {neighbouring}.")
     return float(accountant.compose(event).get_epsilon(delta))
+
+
+def composed_epsilon(events: list, delta: float, neighbouring: str = "add-remove") -> float:
+    """ε at ``delta`` of the composition of dp-accounting ``events`` (exact for Gaussians, else PLD or RDP)."""
+    return _compose_epsilon(list(events), float(delta), neighbouring)
+
+
+def rounds_event(noise_multiplier: float, rounds: int) -> dp_accounting.DpEvent:
+    """``rounds`` Gaussian mechanisms of one noise multiplier each (e.g. Private Evolution's histograms)."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise PrivacyError(f"`rounds` must be an integer ≥ 1. Got {rounds!r}.")
+    return dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(float(noise_multiplier)), rounds)
+
+
+def noise_multiplier_within(total_epsilon: float, delta: float, rounds: int, spent: list = (),
+                            neighbouring: str = "add-remove") -> float:  # fmt: skip
+    """The smallest noise multiplier σ such that ``rounds`` Gaussians of multiplier σ, composed with ``spent``,
+    stay within ``total_epsilon`` at ``delta``.
+
+    Gaussian events compose exactly: with ``μ² = 1/σ_total²`` the total's budget and
+    ``Σ_k 1/σ_k²`` the spent events', ``σ = sqrt(rounds / (μ² − Σ_k 1/σ_k²))``. Other
+    spent events (DP-SGD) are handled by bisection on dp-accounting's composed ε.
+    The result is nudged up until the composed ε is at most the total.
+
+    Args:
+        total_epsilon, delta: the budget of the data set.
+        rounds: how many mechanisms the new stage runs (PE's T).
+        spent: dp-accounting events already spent on the same data.
+        neighbouring: the relation all of them share.
+
+    Raises:
+        PrivacyError: nothing is left of the budget.
+
+    Example:
+        >>> from mmgen.privacy import noise_multiplier_for
+        >>> release = dp_accounting.GaussianDpEvent(noise_multiplier_for(1.0, 1e-5) * 2 ** 0.5)  # half of μ²
+        >>> round(noise_multiplier_within(1.0, 1e-5, 10, [release]), 3)  # 10 rounds share the other half
+        16.684
+    """
+    from .calibration import noise_multiplier_for
+
+    check_epsilon_delta(total_epsilon, delta)
+    event = lambda s: rounds_event(s, rounds)  # noqa: E731
+    spent = list(spent)
+    before = _compose_epsilon(spent, delta, neighbouring)
+    if before >= total_epsilon * (1 - 1e-9):
+        raise PrivacyError(f"Nothing is left of the budget: earlier stages already spent epsilon {before:.4g} of "
+                           f"{total_epsilon:g} at delta={delta:g}.")  # fmt: skip
+    sigmas = _gaussian_multipliers(dp_accounting.ComposedDpEvent(spent)) if spent else []
+    if sigmas is not None:
+        left = noise_multiplier_for(total_epsilon, delta) ** -2 - sum(s**-2 for s in sigmas)
+        if not left > 0:  # the spent stages sit on the total, up to the rounding of their own calibration
+            raise PrivacyError(f"Nothing is left of the budget: earlier stages already spent epsilon {before:.6g} of "
+                               f"{total_epsilon:g} at delta={delta:g}.")  # fmt: skip
+        sigma = math.sqrt(rounds / left)
+    else:  # bisection on log σ: the composed ε falls as σ grows
+        lo, hi = 1e-3, 1e6
+        for _ in range(80):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if _compose_epsilon(spent + [event(mid)], delta, neighbouring) > total_epsilon else (lo, mid)
+        sigma = hi
+    while _compose_epsilon(spent + [event(sigma)], delta, neighbouring) > total_epsilon:
+        sigma *= 1 + 1e-9
+    return float(sigma)
 
 
 def budget_warnings(epsilon: float, delta: float) -> list[str]:
@@ -285,7 +352,8 @@ class BudgetRecord:
 
     def add(self, *, stage: str, event: dp_accounting.DpEvent, epsilon: float, delta: float,
             output: str | os.PathLike | None = None, neighbouring: str | None = None,
-            noise_multipliers: list[float] | None = None, time: str | None = None) -> None:  # fmt: skip
+            noise_multipliers: list[float] | None = None, time: str | None = None,
+            details: dict | None = None) -> None:  # fmt: skip
         """Appends one stage (in memory; call :meth:`save` to write the file).
 
         Args:
@@ -296,6 +364,8 @@ class BudgetRecord:
             neighbouring: its relation (default add-remove); every entry shares one.
             noise_multipliers: per-statistic multipliers (default: the event's Gaussians, if any).
             time: ISO time (default now, UTC).
+            details: JSON-ready facts about the stage, kept in the entry (e.g. a release's
+                ``content_hash``, PE's rounds and threshold).
         """
         check_epsilon_delta(epsilon, delta)
         relation = self._relation(neighbouring)
@@ -307,7 +377,7 @@ class BudgetRecord:
             "stage": str(stage), "output": None if output is None else str(output),
             "epsilon": float(epsilon), "delta": float(delta), "neighbouring": relation,
             "noise_multipliers": None if noise_multipliers is None else [float(s) for s in noise_multipliers],
-            "event": stored,
+            "event": stored, **({"details": dict(details)} if details else {}),
         })  # fmt: skip
         self.neighbouring = relation
         if self.delta is None:
