@@ -24,7 +24,7 @@ generator's initialisation, the latents and the classifiers. The exact sums are
 accumulated once and noised per row. No hyper-parameter was chosen on this
 test split.
 
-Usage: ``python benchmarks/evolve.py [--quick] [--seeds 3] [--epsilons 1,10] [--long-fit 600,1800,3600]``.
+Usage: ``python benchmarks/evolve.py [--quick] [--seeds 3] [--epsilons 1,10] [--long-fit 600,2400]``.
 Writes ``docs/results/evolve.json`` (after every row) and the results block of ``docs/evolve.md``;
 ``--quick`` writes ``out/evolve-quick.json`` only.
 """
@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--epsilons", default="1,10")
     ap.add_argument("--shares", default="0.25,0.5,0.75", help="release shares of mu^2 at epsilon 1 (0.5 elsewhere)")
     ap.add_argument("--rounds-curve", default="1,3,10", help="extra T for the T-curve (the default T is in the table)")
-    ap.add_argument("--long-fit", default="600,1800,3600", help="release-only fit lengths in steps ('' to skip)")
+    ap.add_argument("--long-fit", default="600,2400", help="release-only fit lengths in steps ('' to skip)")
     ap.add_argument("--samples", type=int, default=10000)
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -94,7 +94,7 @@ FIT_DEFAULTS = {"epochs": 6, "steps_per_epoch": 100, "batch_size": 200, "conv_wi
 # carData/SLID at epsilon = 1 (2-way marginal TVD against the training rows), never on CPS1988, the reported table.
 TABLE_FIT_DEFAULTS = {"epochs": 20, "steps_per_epoch": 100, "batch_size": 1000}
 # `mmgen evolve`'s defaults: mmgen.evolve.EvolveConfig's (see docs/evolve.md for how they were chosen).
-EVOLVE_DEFAULTS = {"rounds": 5, "population": 2000, "samples": 10000, "threshold": 2.0, "strength_start": 0.6,
+EVOLVE_DEFAULTS = {"rounds": 5, "population": 1000, "samples": 10000, "threshold": 2.0, "strength_start": 0.6,
                    "strength_end": 0.2, "embedding": "pixels"}  # fmt: skip
 
 

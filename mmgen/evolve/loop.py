@@ -76,7 +76,7 @@ class EvolveConfig(Config):
     """
 
     rounds: int = 5
-    population: int = 2000
+    population: int = 1000
     samples: int = 10000
     k: int = 1
     threshold: float = 2.0
