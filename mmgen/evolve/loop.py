@@ -172,7 +172,10 @@ class Evolved:
         state ((n, ...) Tensor or None): the API's state of each record (latents for an mmgen generator).
         privacy: the guarantee (ε, δ, relation, every multiplier, T, H, the release it started from).
         config: the :class:`EvolveConfig` as a dict.
-        history: one dict per round (candidates, how many kept above the threshold, seconds).
+        history: one dict per round (candidates, how many kept above the threshold, classes without any, the
+            variation strength): only public settings and quantities of the noisy histogram. No timing: it
+            grows with the private number of records (the progress line on the console shows it, as a
+            release's progress bar does).
     """
 
     x: torch.Tensor
@@ -395,12 +398,12 @@ def evolve(
         pop = api.variation_api(picked, strengths[t])
         kept = int((weights > 0).sum())
         history.append({"round": t + 1, "candidates": len(cand), "kept": kept, "classes_without_votes": empty,
-                        "strength": strengths[t], "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
+                        "strength": strengths[t]})  # fmt: skip
         if progress:
             log.info("evolve round %d/%d: %d of %d candidates above the threshold%s, variation strength %.3g (%.1f s)",
                      t + 1, config.rounds, kept, len(cand),
                      f" (classes {empty} had none: drawn uniformly)" if empty else "", strengths[t],
-                     history[-1]["seconds"])  # fmt: skip
+                     time.perf_counter() - t0)  # fmt: skip
     privacy = {
         "epsilon": output_epsilon, "delta": float(delta), "neighbouring": neighbouring,
         "composition": "Gaussian mechanisms composed exactly (mu^2 = sum of 1/sigma_k^2), dp-accounting",
