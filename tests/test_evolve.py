@@ -82,17 +82,16 @@ def _capture_histograms(monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------
 # 1. sensitivity on adjacent data sets
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["faiss", "torch"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_adjacent_data_sets_give_histograms_one_vote_vector_apart(digits, k, backend):
+def test_adjacent_data_sets_give_histograms_one_vote_vector_apart(digits, k):
     embed = make_embedding("pixels", low=0.0, high=1.0)
     x, y = digits.x_train[:200], digits.y_train[:200]
     cand_x, cand_y = digits.x_train[1000:1200], digits.y_train[1000:1200]
-    cand = embed(cand_x)
+    cand = embed.codes(cand_x)
     canary_x, canary_y = digits.x_train[1300:1301], digits.y_train[1300:1301]
     x2, y2 = torch.cat([canary_x, x]), torch.cat([canary_y, y])  # at the front: every batch of 16 shifts by one
-    counts_a = vote_counts(iter_batches(x, y, 16), cand, cand_y, embed, k=k, backend=backend)
-    counts_b = vote_counts(iter_batches(x2, y2, 16), cand, cand_y, embed, k=k, backend=backend)
+    counts_a = vote_counts(iter_batches(x, y, 16), cand, cand_y, embed, k=k)
+    counts_b = vote_counts(iter_batches(x2, y2, 16), cand, cand_y, embed, k=k)
     assert int(counts_a.sum()) == k * len(y) and int(counts_b.sum()) == k * (len(y) + 1)
     ha = noisy_histogram(counts_a, k=k, noise_multiplier=2.0, noise_seed=7)
     hb = noisy_histogram(counts_b, k=k, noise_multiplier=2.0, noise_seed=7)
@@ -103,35 +102,55 @@ def test_adjacent_data_sets_give_histograms_one_vote_vector_apart(digits, k, bac
     assert torch.allclose(diff[changed], torch.full((k,), 1 / math.sqrt(k), dtype=torch.float64), atol=1e-9)
     # exactly the canary's own k nearest same-class candidates
     same = (cand_y == canary_y[0]).nonzero().squeeze(1)
-    expected = same[nearest(embed(canary_x), cand[same], k, backend="torch")[0]]
+    expected = same[nearest(embed.codes(canary_x), cand[same], k)[0]]
     assert sorted(changed.tolist()) == sorted(expected.tolist())
     assert bool((cand_y[changed] == canary_y[0]).all())
 
 
-@pytest.mark.parametrize("backend", ["faiss", "torch"])
-def test_a_record_equidistant_to_many_candidates_still_gives_exactly_k_votes(backend):
+@pytest.mark.parametrize("name", ["pixels", "release"])
+def test_votes_do_not_depend_on_the_batching_even_at_exact_ties(digits, trained, name):
+    """A record's votes are a function of the record and the candidates only: batches of 1, 7 and 4096 give the same.
+
+    Half the records sit exactly halfway between two candidates (an exact tie in real arithmetic), where a
+    floating-point search may pick either depending on its blocking; the exact search always takes the lower index.
+    """
+    embed = make_embedding(name, low=0.0, high=1.0, release_features=trained.release_info["statistics"][0]["features"])
+    n = 300
+    cand_x = torch.cat([torch.full((1, 1, 8, 8), 0.25), torch.full((1, 1, 8, 8), 0.75), digits.x_train[:40]])
+    cand_y = torch.zeros(len(cand_x), dtype=torch.long)
+    x = torch.cat([torch.full((n // 2, 1, 8, 8), 0.5), digits.x_train[100 : 100 + n // 2]])
+    y = torch.zeros(n, dtype=torch.long)
+    cand = embed.codes(cand_x)
+    per_record = torch.stack([vote_counts([(x[i : i + 1], y[i : i + 1])], cand, cand_y, embed, k=1) for i in range(n)])
+    for batch in (7, 4096):
+        counts = vote_counts(iter_batches(x, y, batch), cand, cand_y, embed, k=1)
+        assert torch.equal(counts, per_record.sum(dim=0))
+    if name == "pixels":  # the tied records vote for the lower index, every one of them
+        assert torch.equal(per_record[: n // 2].argmax(dim=1), torch.zeros(n // 2, dtype=torch.long))
+
+
+def test_a_record_equidistant_to_many_candidates_still_gives_exactly_k_votes():
     k = 3
-    embed = lambda x: x.reshape(len(x), -1).float()  # noqa: E731
-    # 8 candidates on a circle around the record (all at distance exactly 0.25), plus 4 identical copies of it
+    embed = make_embedding("pixels", low=0.0, high=1.0)
+    # 8 candidates on a circle around the record, plus 4 identical copies of it
     angles = torch.arange(8) * (math.pi / 4)
     ring = torch.stack([0.5 + 0.25 * torch.cos(angles), 0.5 + 0.25 * torch.sin(angles)], 1)
     copies = torch.full((4, 2), 0.5)
-    cand = torch.cat([ring, copies])
+    cand = embed.codes(torch.cat([ring, copies]))
     cand_y = torch.zeros(len(cand), dtype=torch.long)
     record = torch.tensor([[0.5, 0.5]])
-    counts = vote_counts([(record, torch.tensor([0]))], cand, cand_y, embed, k=k, backend=backend)
-    assert int(counts.sum()) == k and int(counts.max()) == 1
-    assert set(counts.nonzero().squeeze(1).tolist()) <= {8, 9, 10, 11}  # among the tied copies at distance 0
-    # only the ring: a k-subset of eight tied candidates, never a repeat
-    counts = vote_counts([(record, torch.tensor([0]))], ring, cand_y[:8], embed, k=k, backend=backend)
+    counts = vote_counts([(record, torch.tensor([0]))], cand, cand_y, embed, k=k)
+    assert counts.nonzero().squeeze(1).tolist() == [8, 9, 10]  # the tied copies at distance 0, lowest indices first
+    # only the ring: a k-subset of the eight, never a repeat
+    counts = vote_counts([(record, torch.tensor([0]))], cand[:8], cand_y[:8], embed, k=k)
     assert int(counts.sum()) == k and int(counts.max()) == 1
     # the released vector of one record has norm 1 whatever the ties
     assert float((counts.double() / math.sqrt(k)).norm()) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_records_of_a_class_with_fewer_than_k_candidates_are_refused():
-    embed = lambda x: x.float()  # noqa: E731
-    cand, cand_y = torch.rand(5, 2), torch.tensor([0, 0, 0, 1, 1])
+    embed = make_embedding("pixels", low=0.0, high=1.0)
+    cand, cand_y = embed.codes(torch.rand(5, 2)), torch.tensor([0, 0, 0, 1, 1])
     with pytest.raises(DataError, match="fewer than k=3"):
         vote_counts([(torch.rand(2, 2), torch.tensor([0, 1]))], cand, cand_y, embed, k=3)
 
@@ -535,17 +554,19 @@ def test_metadata_holds_no_unnoised_count(val, trained):
 # 9. nearest neighbours
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 5])
-def test_faiss_and_torch_give_the_same_neighbours(k):
+def test_exact_search_agrees_with_float64_brute_force_and_refuses_inexact_codes(k):
     gen = torch.Generator().manual_seed(0)
-    queries, keys = torch.randn(700, 16, generator=gen), torch.randn(300, 16, generator=gen)
-    a = nearest(queries, keys, k, backend="faiss", chunk=256)
-    b = nearest(queries, keys, k, backend="torch", chunk=256)
+    embed = make_embedding("pixels", low=0.0, high=1.0)
+    queries, keys = embed.codes(torch.rand(700, 16, generator=gen)), embed.codes(torch.rand(300, 16, generator=gen))
+    a = nearest(queries, keys, k, chunk=256)
     assert a.shape == (700, k) and a.dtype == torch.int64
-    assert torch.equal(a, b)
-    brute = torch.cdist(queries.double(), keys.double()).argsort(dim=1)[:, :k]
+    assert torch.equal(a, nearest(queries, keys, k, chunk=7))  # the chunking changes nothing
+    brute = torch.cdist(queries, keys).argsort(dim=1, stable=True)[:, :k]
     assert torch.equal(a, brute)
     with pytest.raises(MMGenError):
         nearest(queries, keys, 301)
+    with pytest.raises(MMGenError, match="integer codes"):
+        nearest(torch.rand(5, 16), torch.rand(6, 16), 1)  # raw floats: distances not exact
 
 
 @pytest.mark.parametrize("total", [2.0, 20.0])

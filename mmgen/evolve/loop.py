@@ -70,7 +70,6 @@ class EvolveConfig(Config):
         strength_start, strength_end: the variation strength after the first and the last round
             (geometric in between); 1 is a fresh sample.
         embedding: the public embedding of the votes, one of :data:`~mmgen.evolve.histogram.EMBEDDINGS`.
-        backend: nearest-neighbour search, ``"auto"`` (faiss when installed), ``"faiss"`` or ``"torch"``.
         batch_size: private records per streamed batch (memory only).
         seed: seed of the API's public randomness (latents) and of the draws from the histograms.
     """
@@ -83,7 +82,6 @@ class EvolveConfig(Config):
     strength_start: float = 0.6
     strength_end: float = 0.2
     embedding: str = "pixels"
-    backend: str = "auto"
     batch_size: int = 4096
     seed: int = 0
 
@@ -102,8 +100,6 @@ class EvolveConfig(Config):
                 raise MMGenError(f"`{name}` must be a number in (0, 1]. Got {v!r}.")
         if self.embedding not in EMBEDDINGS:
             raise MMGenError(f"`embedding` must be one of {', '.join(EMBEDDINGS)}. Got {self.embedding!r}.")
-        if self.backend not in ("auto", "faiss", "torch"):
-            raise MMGenError(f"`backend` must be 'auto', 'faiss' or 'torch'. Got {self.backend!r}.")
 
 
 def plan(total_epsilon: float, delta: float, rounds: int, release_share: float) -> dict:
@@ -386,9 +382,8 @@ def evolve(
     history = []
     for t in range(config.rounds):
         t0 = time.perf_counter()
-        with torch.no_grad():
-            cand = embed(pop.x)
-        counts = vote_counts(stream(), cand, pop.y, embed, k=config.k, backend=config.backend)
+        cand = embed.codes(pop.x)  # public: the candidates
+        counts = vote_counts(stream(), cand, pop.y, embed, k=config.k)
         noisy = noisy_histogram(counts, k=config.k, noise_multiplier=sigma, neighbouring=neighbouring,
                                 noise_seed=None if noise_seed is None else noise_seed + t)  # fmt: skip
         del counts  # private: only the noisy histogram goes on
