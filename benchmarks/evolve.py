@@ -85,10 +85,20 @@ def main() -> None:
     ap.add_argument("--rounds-curve", default="1,3,10", help="extra T for the T-curve (the default T is in the table)")
     ap.add_argument("--long-fit", default="600,2400", help="release-only fit lengths in steps ('' to skip)")
     ap.add_argument("--samples", type=int, default=10000)
+    ap.add_argument("--out", default=None, help="JSON to write (default docs/results/evolve.json)")
+    ap.add_argument("--table-from", default=None, metavar="JSON,...", help=(
+        "write docs/evolve.md's results block and docs/results/evolve.json from these JSON files (rows merged; "
+        "e.g. a main run and a --seeds 0 --long-fit run made side by side) and stop"))  # fmt: skip
     args = ap.parse_args()
+    if args.table_from:
+        parts = [json.loads(Path(f).read_text()) for f in args.table_from.split(",")]
+        res = {"meta": parts[0]["meta"], "rows": [r for p in parts for r in p["rows"]]}
+        write_results(res, table(res["rows"], res["meta"]), ROOT / "docs" / "results" / "evolve.json",
+                      ROOT / "docs" / "evolve.md", INTRO)  # fmt: skip
+        return
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ds = mmgen.data.load("fashion-mnist", **({"max_train": 6000, "max_test": 2000} if args.quick else {}))
-    out_json = ROOT / ("out/evolve-quick.json" if args.quick else "docs/results/evolve.json")
+    out_json = Path(args.out) if args.out else ROOT / ("out/evolve-quick.json" if args.quick else "docs/results/evolve.json")
     base_cfg = EvolveConfig(samples=args.samples)
     maps = statistics("rff", input_shape=ds.input_shape, bounds=(ds.low, ds.high))
     t0 = time.perf_counter()
@@ -97,7 +107,7 @@ def main() -> None:
     sums_seconds = time.perf_counter() - t0
     cache: dict = {}
     rows: list[dict] = []
-    nn = [] if args.quick else nn_timing(ds)
+    nn = [] if args.quick or args.seeds == 0 else nn_timing(ds)
     meta = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
             "data": f"fashion-mnist, {len(ds.y_train)} private training records, {len(ds.y_test)} test records",
             "delta": DELTA, "neighbouring": NEIGHBOURING, "features": "rff (10,000 features)", "fit": {**FIT, "width": WIDTH},
@@ -168,7 +178,7 @@ def main() -> None:
             x, y = trained.sample(args.samples, seed=0)
             record({"method": "release, long fit (width 64, lr decay 0.98/epoch)", "epsilon": 1.0, "seed": 0,
                     "steps": steps, **_score(x, y, ds, cache, 0), "fit_seconds": round(time.perf_counter() - t, 1)})  # fmt: skip
-    if not args.quick:
+    if not args.quick and not args.out:
         write_results({"meta": meta, "rows": rows}, table(rows, meta), out_json, ROOT / "docs" / "evolve.md", INTRO)
 
 
@@ -222,8 +232,18 @@ def table(rows: list[dict], meta: dict) -> str:
     lines = [f"Fashion-MNIST, δ = {DELTA:g}, add/remove; {meta['data']}; {meta['machine']}. "
              "Mean ± std over seeds. CNN and LR: accuracy on the real test split; FD: FD-EfficientNetLite0 "
              "(lower is better).", "",
-             "| method | total ε | release share of μ² | T | CNN | LR | FD | wall s (fit + PE) | seeds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             "| method | total ε | release share of μ² | T | CNN | LR | FD | fit s | PE s | seeds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    def fit_s(rs):
+        if rs[0]["method"].startswith("PE alone"):
+            return "-"
+        return _ms([r["seconds"] - r.get("pe_seconds", 0.0) for r in rs], ".0f")
+
+    def pe_s(rs):
+        if rs[0]["method"] == "release":
+            return "-"
+        return _ms([r.get("pe_seconds", r["seconds"]) for r in rs], ".0f")
+
     groups: dict = {}
     for r in rows:
         if r["method"] in ("release", "release+PE", "PE alone (untrained generator)"):
@@ -233,8 +253,10 @@ def table(rows: list[dict], meta: dict) -> str:
         rounds = "-" if method == "release" else str(rs[0].get("rounds", meta["evolve"]["rounds"]))
         lines.append(f"| {method} | {eps:g} | {share_s} | {rounds} | {_ms([r['cnn'] for r in rs], '.3f')} | "
                      f"{_ms([r['lr'] for r in rs], '.3f')} | {_ms([r['fd'] for r in rs], '.0f')} | "
-                     f"{_ms([r['seconds'] for r in rs], '.0f')} | {len(rs)} |")  # fmt: skip
+                     f"{fit_s(rs)} | {pe_s(rs)} | {len(rs)} |")  # fmt: skip
     curve = [r for r in rows if r["method"].endswith("(T-curve)")]
+    curve += [r for r in rows if curve and r["method"] == "release+PE" and r["epsilon"] == 1.0
+              and r.get("share") == 0.5 and r["seed"] == 0]  # the default T, same release and generator
     if curve:
         lines += ["", "Accuracy against the number of rounds T (total ε = 1, release share 0.5, seed 0; "
                   "the same release and generator; σ grows with T to keep the total):", "",
