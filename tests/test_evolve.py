@@ -577,3 +577,8 @@ def test_a_budget_spent_to_the_last_rounding_is_refused_not_divided_by_zero(tota
     sigma = noise_multiplier_within(total, 1e-5, 2, release)
     with pytest.raises(PrivacyError, match="Nothing is left"):
         noise_multiplier_within(total, 1e-5, 2, release + [rounds_event(sigma, 2)])
+
+
+def test_the_cli_defaults_are_the_librarys():
+    defaults = EvolveConfig().to_dict()
+    assert cli.EVOLVE_DEFAULTS == {k: defaults[k] for k in cli.EVOLVE_DEFAULTS}
