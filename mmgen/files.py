@@ -1,11 +1,13 @@
 """Which of mmgen's own file kinds a file is, from its header alone (never unpickles).
 
-mmgen writes three kinds of files:
+mmgen writes four kinds of files:
 
 * a *release* (``mmgen release``): safetensors whose ``mmgen`` metadata says
   ``"format": "mmgen.release"`` (:data:`mmgen.release.FORMAT`);
 * a *checkpoint* (``mmgen fit``): safetensors with ``"format": "mmgen.checkpoint"``
   (:data:`mmgen.train.CHECKPOINT_FORMAT`);
+* a *VAE* (``mmgen vae``): safetensors with ``"format": "mmgen.vae"``
+  (:data:`mmgen.vae.VAE_FORMAT`);
 * *samples* (``mmgen sample``): a NumPy ``.npz`` (a zip archive) with arrays ``x`` and ``y``.
 
 :func:`sniff` tells them apart by reading at most the safetensors header or the zip
@@ -26,7 +28,7 @@ from .errors import FormatError
 
 __all__ = ["sniff", "expect", "describe", "load_samples", "check_picture", "KINDS", "PICTURE_SUFFIXES"]
 
-KINDS = ("release", "checkpoint", "samples", "unknown")
+KINDS = ("release", "checkpoint", "vae", "samples", "unknown")
 
 _MAX_HEADER = 100_000_000  # safetensors' own limit on a header's length
 
@@ -34,6 +36,7 @@ _DESCRIPTION = {
     "release": "an mmgen release (made by `mmgen release`; `mmgen inspect` and `mmgen fit` take it)",
     "checkpoint": "an mmgen generator checkpoint (made by `mmgen fit`; `mmgen sample` takes it, "
     "and `mmgen evaluate --checkpoint`)",
+    "vae": "an mmgen VAE trained with DP-SGD (made by `mmgen vae`; `mmgen sample` and `mmgen inspect` take it)",
     "samples": "an .npz with arrays x and y (samples, as `mmgen sample` writes them, for `mmgen evaluate`; "
     "or data, for `--data npz:FILE`)",
     "unknown": "not a file mmgen writes",
@@ -47,7 +50,7 @@ def sniff(path: str | os.PathLike) -> str:
         path: the file.
 
     Returns:
-        ``"release"``, ``"checkpoint"``, ``"samples"`` (an ``.npz`` with arrays ``x`` and ``y``)
+        ``"release"``, ``"checkpoint"``, ``"vae"``, ``"samples"`` (an ``.npz`` with arrays ``x`` and ``y``)
         or ``"unknown"`` (anything else, including a missing or unreadable file). A file of a
         known kind may still be damaged further on; the loaders check that.
 
@@ -72,7 +75,7 @@ def sniff(path: str | os.PathLike) -> str:
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return "unknown"
     kind = meta.get("format") if isinstance(meta, dict) else None
-    return {"mmgen.release": "release", "mmgen.checkpoint": "checkpoint"}.get(kind, "unknown")
+    return {"mmgen.release": "release", "mmgen.checkpoint": "checkpoint", "mmgen.vae": "vae"}.get(kind, "unknown")
 
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff")
@@ -115,7 +118,8 @@ def expect(path: str | os.PathLike, kind: str, command: str) -> None:
     if not Path(path).is_file():
         return
     got = sniff(path)
-    wanted = {"release": "a release", "checkpoint": "a checkpoint", "samples": "samples (.npz with x, y)"}[kind]
+    wanted = {"release": "a release", "checkpoint": "a checkpoint", "vae": "a VAE file (`mmgen vae`)",
+              "samples": "samples (.npz with x, y)"}[kind]
     if got not in ("unknown", kind):
         raise FormatError(f"{command} takes {wanted}; {path} is {describe(got)}.")
     if got == "unknown" and kind != "samples" and zipfile.is_zipfile(path):

@@ -286,7 +286,7 @@ def read_safetensors_checked(path: str | os.PathLike, kind: str, version: int) -
     if not path.is_file():
         raise FormatError(f"{path} does not exist.")
     data = path.read_bytes()
-    what = "release" if kind == FORMAT else "checkpoint"
+    what = {FORMAT: "release", "mmgen.vae": "VAE file"}.get(kind, "checkpoint")
     if len(data) < 8:
         raise FormatError(f"{path} is not an mmgen {what} (file too short; truncated?).")
     (n,) = struct.unpack("<Q", data[:8])

@@ -45,7 +45,8 @@ import torch
 from ..config import Config
 from ..errors import DataError, FormatError, MMGenError, PrivacyError
 from ..privacy import check_neighbouring, dp_event, epsilon_for
-from ..privacy.ledger import composed_epsilon, noise_multiplier_within, rounds_event
+from ..privacy.ledger import (add_release, composed_epsilon, noise_multiplier_within, release_in_record, release_stage,
+                              rounds_event)
 from ..privacy.noise import NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from .api import GeneratorAPI, Population, VariationAPI
 from .histogram import EMBEDDINGS, histogram_sensitivity, make_embedding, noisy_histogram, vote_counts
@@ -248,13 +249,6 @@ def _checked(batches: Callable, shape, n_classes: int, low: float, high: float, 
     return stream
 
 
-def _release_stage(info: dict) -> dict:
-    p = info["privacy"]
-    return {"stage": "release", "epsilon": p["epsilon"], "delta": p["delta"], "neighbouring": p["neighbouring"],
-            "noise_multipliers": list(p["noise_multipliers"]), "content_hash": info.get("content_hash"),
-            "for_publication": p.get("for_publication", True)}  # fmt: skip
-
-
 def evolve(
     source,
     data,
@@ -344,10 +338,8 @@ def evolve(
         spent += record.events()
     in_record = False
     if info is not None and not generator_public:
-        release_hash = info.get("content_hash")
-        in_record = record is not None and any((e.get("details") or {}).get("content_hash") == release_hash
-                                               for e in record.entries)  # fmt: skip
-        stages.append(_release_stage(info))
+        in_record = release_in_record(record, info)
+        stages.append(release_stage(info))
         if not in_record:  # counted here, and added to the record with PE's stage
             unrecorded.append(dp_event(info["privacy"]["noise_multipliers"]))
     spent += unrecorded
@@ -413,10 +405,7 @@ def evolve(
     }  # fmt: skip
     if record is not None:
         if unrecorded:  # the record must hold every stage spent on the data
-            p = info["privacy"]
-            record.add(stage="release", event=dp_event(p["noise_multipliers"]), epsilon=p["epsilon"], delta=p["delta"],
-                       neighbouring=p["neighbouring"], details={"content_hash": info.get("content_hash"),
-                                                                "added_by": "evolve (the release was not in the record)"})  # fmt: skip
+            add_release(record, info, "evolve")
         record.add(stage="private-evolution", event=pe_event, epsilon=pe_epsilon, delta=delta, neighbouring=neighbouring,
                    noise_multipliers=[sigma] * config.rounds,
                    details={"rounds": config.rounds, "threshold": threshold, "k": config.k,

@@ -9,7 +9,7 @@ from .calibration import (
     noise_multiplier_for,
     split_noise_multipliers,
 )
-from .ledger import BudgetRecord, budget_warnings, composed_epsilon, noise_multiplier_within, rounds_event
+from .ledger import BudgetRecord, budget_warnings, composed_epsilon, dp_sgd_event, noise_multiplier_within, rounds_event
 from .mechanism import NEIGHBOURING, check_neighbouring, gaussian_mechanism, sensitivity, simulated_gaussian_mechanism
 from .noise import (
     NOISE_SOURCE,
@@ -25,5 +25,5 @@ __all__ = [
     "check_epsilon_delta", "composed_noise_multiplier", "delta_for", "dp_event", "epsilon_for",
     "noise_multiplier_for", "split_noise_multipliers", "NEIGHBOURING", "check_neighbouring",
     "gaussian_mechanism", "simulated_gaussian_mechanism", "sensitivity", "NOISE_SOURCE", "SEEDED_NOISE_SOURCE",
-    "BudgetRecord", "budget_warnings", "composed_epsilon", "noise_multiplier_within", "rounds_event", "opendp_gaussian", "opendp_rho", "sampler_sensitivity", "secure_standard_normal", "seeded_standard_normal",
+    "BudgetRecord", "budget_warnings", "composed_epsilon", "dp_sgd_event", "noise_multiplier_within", "rounds_event", "opendp_gaussian", "opendp_rho", "sampler_sensitivity", "secure_standard_normal", "seeded_standard_normal",
 ]  # fmt: skip

@@ -46,7 +46,7 @@ import dp_accounting
 from dp_accounting import dp_event as _events
 
 from ..errors import FormatError, PrivacyError
-from .calibration import check_epsilon_delta, composed_noise_multiplier, epsilon_for
+from .calibration import check_epsilon_delta, composed_noise_multiplier, dp_event, epsilon_for
 
 __all__ = [
     "BudgetRecord", "RECORD_SUFFIX", "budget_warnings", "event_to_dict", "event_from_dict", "rounds_event",
@@ -153,8 +153,24 @@ def rounds_event(noise_multiplier: float, rounds: int) -> dp_accounting.DpEvent:
     return dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(float(noise_multiplier)), rounds)
 
 
+def dp_sgd_event(noise_multiplier: float, sampling_rate: float, steps: int) -> dp_accounting.DpEvent:
+    """``steps`` Poisson-subsampled Gaussian mechanisms: DP-SGD with sampling rate q and noise multiplier σ.
+
+    Each step sums the clipped per-record gradients of a Poisson sample (every record in with
+    probability q, independently) and adds N(0, (σC)²) per coordinate, C the clipping norm
+    (Abadi et al., CCS 2016, Algorithm 1).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PrivacyError(f"`steps` must be an integer ≥ 1. Got {steps!r}.")
+    if not (isinstance(sampling_rate, (int, float)) and 0 < sampling_rate <= 1):
+        raise PrivacyError(f"`sampling_rate` must be a number in (0, 1]. Got {sampling_rate!r}.")
+    step = dp_accounting.PoissonSampledDpEvent(float(sampling_rate), dp_accounting.GaussianDpEvent(float(noise_multiplier)))
+    return dp_accounting.SelfComposedDpEvent(step, steps)
+
+
 def noise_multiplier_within(total_epsilon: float, delta: float, rounds: int, spent: list = (),
-                            neighbouring: str = "add-remove") -> float:  # fmt: skip
+                            neighbouring: str = "add-remove", *,
+                            sampling_rate: float | None = None) -> float:  # fmt: skip
     """The smallest noise multiplier σ such that ``rounds`` Gaussians of multiplier σ, composed with ``spent``,
     stay within ``total_epsilon`` at ``delta``.
 
@@ -165,9 +181,11 @@ def noise_multiplier_within(total_epsilon: float, delta: float, rounds: int, spe
 
     Args:
         total_epsilon, delta: the budget of the data set.
-        rounds: how many mechanisms the new stage runs (PE's T).
+        rounds: how many mechanisms the new stage runs (PE's T, DP-SGD's steps).
         spent: dp-accounting events already spent on the same data.
         neighbouring: the relation all of them share.
+        sampling_rate: None for plain Gaussians; q for Poisson-subsampled ones (DP-SGD,
+            :func:`dp_sgd_event`), always found by bisection on dp-accounting's PLD.
 
     Raises:
         PrivacyError: nothing is left of the budget.
@@ -181,28 +199,59 @@ def noise_multiplier_within(total_epsilon: float, delta: float, rounds: int, spe
     from .calibration import noise_multiplier_for
 
     check_epsilon_delta(total_epsilon, delta)
-    event = lambda s: rounds_event(s, rounds)  # noqa: E731
+    if sampling_rate is None:
+        event = lambda s: rounds_event(s, rounds)  # noqa: E731
+    else:
+        dp_sgd_event(1.0, sampling_rate, rounds)  # checks q and the steps
+        event = lambda s: dp_sgd_event(s, sampling_rate, rounds)  # noqa: E731
     spent = list(spent)
     before = _compose_epsilon(spent, delta, neighbouring)
     if before >= total_epsilon * (1 - 1e-9):
         raise PrivacyError(f"Nothing is left of the budget: earlier stages already spent epsilon {before:.4g} of "
                            f"{total_epsilon:g} at delta={delta:g}.")  # fmt: skip
     sigmas = _gaussian_multipliers(dp_accounting.ComposedDpEvent(spent)) if spent else []
-    if sigmas is not None:
+    if sigmas is not None and sampling_rate is None:
         left = noise_multiplier_for(total_epsilon, delta) ** -2 - sum(s**-2 for s in sigmas)
         if not left > 0:  # the spent stages sit on the total, up to the rounding of their own calibration
             raise PrivacyError(f"Nothing is left of the budget: earlier stages already spent epsilon {before:.6g} of "
                                f"{total_epsilon:g} at delta={delta:g}.")  # fmt: skip
         sigma = math.sqrt(rounds / left)
     else:  # bisection on log σ: the composed ε falls as σ grows
-        lo, hi = 1e-3, 1e6
-        for _ in range(80):
+        over = lambda s: _compose_epsilon(spent + [event(s)], delta, neighbouring) > total_epsilon  # noqa: E731
+        lo, hi = 0.5, 2.0  # bracket first: each PLD composition of many steps takes a fraction of a second
+        while not over(lo) and lo > 1e-3:
+            lo, hi = lo / 4, lo
+        while over(hi) and hi < 1e6:
+            lo, hi = hi, hi * 4
+        while hi / lo > 1 + 1e-4:
             mid = math.sqrt(lo * hi)
-            lo, hi = (mid, hi) if _compose_epsilon(spent + [event(mid)], delta, neighbouring) > total_epsilon else (lo, mid)
+            lo, hi = (mid, hi) if over(mid) else (lo, mid)
         sigma = hi
     while _compose_epsilon(spent + [event(sigma)], delta, neighbouring) > total_epsilon:
         sigma *= 1 + 1e-9
     return float(sigma)
+
+
+def release_stage(info: dict) -> dict:
+    """The stage a release stands for in a later output's guarantee, from a checkpoint's ``release_info``."""
+    p = info["privacy"]
+    return {"stage": "release", "epsilon": p["epsilon"], "delta": p["delta"], "neighbouring": p["neighbouring"],
+            "noise_multipliers": list(p["noise_multipliers"]), "content_hash": info.get("content_hash"),
+            "for_publication": p.get("for_publication", True)}  # fmt: skip
+
+
+def release_in_record(record: "BudgetRecord | None", info: dict) -> bool:
+    """Whether ``record`` already holds the release of ``info`` (a checkpoint's ``release_info``), by content hash."""
+    h = info.get("content_hash")
+    return record is not None and any((e.get("details") or {}).get("content_hash") == h for e in record.entries)
+
+
+def add_release(record: "BudgetRecord", info: dict, added_by: str) -> None:
+    """Adds the release of ``info`` to ``record`` (a later stage found it missing there)."""
+    p = info["privacy"]
+    record.add(stage="release", event=dp_event(p["noise_multipliers"]), epsilon=p["epsilon"], delta=p["delta"],
+               neighbouring=p["neighbouring"],
+               details={"content_hash": info.get("content_hash"), "added_by": f"{added_by} (the release was not in the record)"})  # fmt: skip
 
 
 def budget_warnings(epsilon: float, delta: float) -> list[str]:
