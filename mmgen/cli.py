@@ -1,4 +1,4 @@
-"""The ``mmgen`` command: release, inspect, fit, sample, evaluate, plot, demo, audit, features.
+"""The ``mmgen`` command: release, inspect, fit, sample, evaluate, plot, demo, audit, budget, schema, evolve, vae, features.
 
 Every user error (an :class:`~mmgen.errors.MMGenError`) is printed as one
 line, ``mmgen: error: ...``, with exit status 2 and no traceback.
@@ -81,7 +81,7 @@ def _add_npz_options(p):
 
 
 def _add_inspect(sub):
-    p = sub.add_parser("inspect", help="print a release's or evolved samples' metadata", description="Prints the public metadata of a release, or the privacy record of samples written by `mmgen evolve`.")
+    p = sub.add_parser("inspect", help="print a release's, a VAE's or evolved samples' metadata", description="Prints the public metadata of a release or a VAE (`mmgen vae`), or the privacy record of samples written by `mmgen evolve` or `mmgen vae --per-record-out`.")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
 
@@ -93,6 +93,9 @@ FIT_DEFAULTS = {"epochs": 6, "steps_per_epoch": 100, "batch_size": 200, "conv_wi
 # Tables: their generator is small and a step costs milliseconds, so more and larger steps; chosen on
 # carData/SLID at epsilon = 1 (2-way marginal TVD against the training rows), never on CPS1988, the reported table.
 TABLE_FIT_DEFAULTS = {"epochs": 20, "steps_per_epoch": 100, "batch_size": 1000}
+# `mmgen vae`'s defaults: mmgen.vae.VAEConfig's (see docs/vae.md for how they were chosen).
+VAE_DEFAULTS = {"epochs": 10.0, "sampling_rate": 0.05, "clip_norm": 1.0, "lr": 1e-3, "latent_dim": 16, "hidden": (512,),
+                "encoder_lipschitz": 4.0, "decoder_lipschitz": 32.0, "posterior_std": 0.5, "pretrain_epochs": 10}  # fmt: skip
 # `mmgen evolve`'s defaults: mmgen.evolve.EvolveConfig's (see docs/evolve.md for how they were chosen).
 EVOLVE_DEFAULTS = {"rounds": 5, "population": 1000, "samples": 10000, "threshold": 2.0, "strength_start": 0.6,
                    "strength_end": 0.2, "embedding": "pixels"}  # fmt: skip
@@ -259,6 +262,56 @@ def _add_evolve(sub):
     p.add_argument("--release-share", type=float, default=0.5, help="with --plan: the release's share of mu^2 (0..1)")
 
 
+def _add_vae(sub):
+    d = VAE_DEFAULTS
+    p = sub.add_parser("vae", help="the Lipschitz VAE trained with DP-SGD on the private data", description=(
+        "Trains a class-conditional VAE with Lipschitz-constrained encoder and decoder on the private data with DP-SGD "
+        "(opacus: per-record clipping, Gaussian noise, Poisson sampling). --epsilon is the total for the data set: "
+        "a --warm-start generator's release, DP-SGD, the optional per-record stage and every stage in the budget "
+        "record compose within it (dp-accounting). Writes a model file that `mmgen sample` and `mmgen inspect` take. "
+        f"The defaults ({d['epochs']:g} expected epochs at sampling rate {d['sampling_rate']:g}) train on 60,000 "
+        "28x28 records in about a minute on 2 CPU cores."))  # fmt: skip
+    p.add_argument("--data", default="digits", help="the private data (same specs as `release`)")
+    _add_npz_options(p)
+    p.add_argument("--epsilon", type=float, required=True, help="total epsilon of the data set after this run (> 0)")
+    p.add_argument("--delta", type=float, default=1e-5, help="delta in (0, 1); default 1e-5")
+    p.add_argument("--neighbouring", default="add-remove", choices=["add-remove", "replace-one"],
+                   help="neighbouring relation (a warm start's release's; replace-one for --per-record-epsilon)")  # fmt: skip
+    p.add_argument("--out", required=True, help="model file to write (safetensors)")
+    p.add_argument("--warm-start", default=None, metavar="CKPT", help=(
+        "a generator checkpoint (`mmgen fit`) of a release of --data: the VAE is first trained on its samples "
+        "(post-processing), and the release counts within --epsilon"))  # fmt: skip
+    p.add_argument("--generator-public", action="store_true", help=(
+        "the --warm-start generator was fitted to other, public data: no release is counted"))  # fmt: skip
+    p.add_argument("--no-lipschitz", action="store_true", help="no Lipschitz constraint (the baseline)")
+    p.add_argument("--epochs", type=float, default=d["epochs"], help="expected passes over the data (steps = epochs / q)")
+    p.add_argument("--sampling-rate", type=float, default=d["sampling_rate"], help="q, Poisson sampling rate per step")
+    p.add_argument("--clip-norm", type=float, default=d["clip_norm"], help="C, per-record gradient norm bound")
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--latent-dim", type=int, default=d["latent_dim"])
+    p.add_argument("--hidden", default=",".join(map(str, d["hidden"])), help="hidden widths, comma-separated")
+    p.add_argument("--encoder-lipschitz", type=float, default=d["encoder_lipschitz"],
+                   help="declared Lipschitz constant of the encoder mean")  # fmt: skip
+    p.add_argument("--decoder-lipschitz", type=float, default=d["decoder_lipschitz"],
+                   help="declared Lipschitz constant of the decoder")  # fmt: skip
+    p.add_argument("--posterior-std", type=float, default=None, help=(
+        f"s, the posterior's standard deviation (default {d['posterior_std']:g}; with --per-record-epsilon, the s "
+        "that gives that guarantee)"))  # fmt: skip
+    p.add_argument("--pretrain-epochs", type=int, default=d["pretrain_epochs"], help="warm start: passes over the generated records")
+    p.add_argument("--seed", type=int, default=0, help="public seed of the initial weights, warm start and samples")
+    p.add_argument("--per-record-epsilon", type=float, default=None, help=(
+        "also run the seed's per-record mechanism (encode each private record, add the posterior noise, decode) at "
+        "this per-record epsilon, under replace-one; needs --per-record-out"))  # fmt: skip
+    p.add_argument("--per-record-out", default=None, help="the per-record samples to write (.npz)")
+    p.add_argument("--clip", action="store_true", help="clip values into the declared domain instead of refusing them")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out (this run spends epsilon again)")
+    p.add_argument("--budget-record", default=None, metavar="PATH", help=(
+        "the data set's budget record (as for `release`; default beside npz/csv files, none for the benchmarks)"))  # fmt: skip
+    p.add_argument("--resume", action="store_true", help=(
+        "continue an interrupted run from the unfinished model at --out (its accounting is kept: no second charge)"))  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
 def _add_audit(sub):
     p = sub.add_parser("audit", help="empirical privacy audit: a lower bound on epsilon", description=(
         "Simulates many releases of a configuration on neighbouring data sets (with and without a "
@@ -284,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_release, _add_inspect, _add_fit, _add_sample, _add_evaluate, _add_plot, _add_demo, _add_audit,
-                _add_budget, _add_schema, _add_evolve):
+                _add_budget, _add_schema, _add_evolve, _add_vae):
         add(sub)
     sub.add_parser("features", help="list the registered feature maps", description="Lists the feature maps.")
     for p in sub.choices.values():
@@ -552,6 +605,100 @@ def cmd_evolve(args) -> None:
               f"at delta={record.delta:g} (keep it private)")  # fmt: skip
 
 
+def cmd_vae(args) -> None:
+    import mmgen
+
+    from .errors import MMGenError
+    from .files import expect
+    from .privacy.ledger import BudgetRecord, budget_warnings
+    from .vae import TrainedVAE, VAEConfig, per_record_samples, per_record_std, save_per_record, train_vae
+
+    out = Path(args.out)
+    if (args.per_record_epsilon is None) != (args.per_record_out is None):
+        raise MMGenError("--per-record-epsilon and --per-record-out go together.")
+    if args.per_record_out is not None:
+        if Path(args.per_record_out).suffix != ".npz":
+            raise MMGenError(f"--per-record-out must be an .npz file. Got {args.per_record_out!r}.")
+        if args.neighbouring != "replace-one":
+            raise MMGenError("The per-record mode is a guarantee under replace-one (the number of records is public): "
+                             "pass --neighbouring replace-one.")  # fmt: skip
+        if args.no_lipschitz:
+            raise MMGenError("The per-record mode needs the Lipschitz constraint (drop --no-lipschitz).")
+        if not args.force:
+            _refuse_overwrite(Path(args.per_record_out), "samples")
+    kind = args.data.partition(":")[0]
+    if kind in ("csv", "parquet"):
+        raise MMGenError("`mmgen vae` runs on images and vectors, not on tables.")
+    resume = None
+    if args.resume:
+        if not out.is_file():
+            raise MMGenError(f"--resume: no model at {out} to continue from.")
+        expect(out, "vae", "`mmgen vae --resume`")
+        resume = TrainedVAE.load(out)
+        if resume.finished:
+            raise MMGenError(f"--resume: {out} is finished ({resume.steps_done} steps); nothing to resume.")
+    elif not args.force:
+        _refuse_overwrite(out, "a model")
+    warm = None
+    if args.warm_start is not None and resume is None:
+        expect(args.warm_start, "checkpoint", "`mmgen vae --warm-start`")
+        warm = mmgen.Trained.load(args.warm_start)
+    try:
+        hidden = tuple(int(h) for h in args.hidden.split(","))
+    except ValueError:
+        raise MMGenError(f"--hidden must be comma-separated integers. Got {args.hidden!r}.") from None
+    reserve, config = (), None
+    if resume is None:
+        import dp_accounting
+
+        from .privacy import noise_multiplier_for
+
+        input_dim = None
+        posterior_std = args.posterior_std if args.posterior_std is not None else VAE_DEFAULTS["posterior_std"]
+        if args.per_record_epsilon is not None:
+            reserve = (dp_accounting.GaussianDpEvent(noise_multiplier_for(args.per_record_epsilon, args.delta)),)
+        config_args = dict(epochs=args.epochs, sampling_rate=args.sampling_rate, clip_norm=args.clip_norm, lr=args.lr,
+                           latent_dim=args.latent_dim, hidden=hidden, lipschitz=not args.no_lipschitz,
+                           encoder_lipschitz=args.encoder_lipschitz, decoder_lipschitz=args.decoder_lipschitz,
+                           pretrain_epochs=args.pretrain_epochs, seed=args.seed)  # fmt: skip
+        VAEConfig(**config_args, posterior_std=posterior_std)  # every setting checked before data is read
+    record_path = _budget_record_path(args.data, args.budget_record)
+    record = None
+    if record_path is not None:
+        record = BudgetRecord.open(record_path, data=Path(args.data.partition(":")[2]).name or args.data)
+    for message in budget_warnings(args.epsilon, args.delta):
+        _warn(message)
+    ds = mmgen.data.load(args.data, **_npz_options(args))
+    if resume is None:
+        input_dim = 1
+        for n in ds.input_shape:
+            input_dim *= n
+        if args.per_record_epsilon is not None and args.posterior_std is None:
+            posterior_std = per_record_std(args.encoder_lipschitz, input_dim, args.per_record_epsilon, args.delta)
+        config = VAEConfig(**config_args, posterior_std=posterior_std)
+        print(f"mmgen: DP-SGD: {config.steps} steps at sampling rate {config.sampling_rate:g}, clip norm "
+              f"{config.clip_norm:g}; calibrating the noise to total epsilon {args.epsilon:g} ...", file=sys.stderr)  # fmt: skip
+    vae = train_vae(ds, epsilon=None if resume else args.epsilon, delta=args.delta,
+                    noise_multiplier=resume.privacy["stages"][-1]["noise_multiplier"] if resume else None,
+                    config=config, warm_start=warm, generator_public=args.generator_public,
+                    neighbouring=args.neighbouring, record=record, clip=args.clip, progress=not args.quiet,
+                    checkpoint=out, resume=resume, reserve=reserve)  # fmt: skip
+    vae.save(out)
+    dp = vae.privacy["stages"][-1]
+    print(f"wrote {out}: epsilon={vae.epsilon:.4g}, delta={vae.delta:g}, {vae.privacy['neighbouring']} "
+          f"({len(vae.privacy['stages']) - 1} release(s) + {dp['steps']} DP-SGD steps at noise multiplier "
+          f"{dp['noise_multiplier']:.4g})")  # fmt: skip
+    if args.per_record_epsilon is not None:
+        samples = per_record_samples(vae, ds, epsilon=args.per_record_epsilon, delta=args.delta, record=record,
+                                     clip=args.clip)  # fmt: skip
+        save_per_record(args.per_record_out, samples, vae.config.to_dict())
+        print(f"wrote {args.per_record_out}: {len(samples['y'])} records, one per private record; epsilon="
+              f"{samples['privacy']['epsilon']:.4g} (per-record stage {args.per_record_epsilon:g}), replace-one")  # fmt: skip
+    if record is not None:
+        print(f"budget record {record_path}: {len(record)} stage(s), total epsilon {record.total_epsilon():.4g} "
+              f"at delta={record.delta:g} (keep it private)")  # fmt: skip
+
+
 def cmd_schema(args) -> None:
     from .data.tables import DRAFT_WARNING, Schema, draft_schema, read_table
     from .errors import MMGenError
@@ -644,6 +791,12 @@ def cmd_inspect(args) -> None:
 
     if sniff(args.file) == "samples":
         return _inspect_samples(args)
+    if sniff(args.file) == "vae":
+        from .vae import TrainedVAE
+
+        vae = TrainedVAE.load(args.file)
+        print(json.dumps(vae.metadata(), indent=2, sort_keys=True) if args.json else format_vae(vae.metadata()))
+        return
     expect(args.file, "release", "`mmgen inspect`")
     rel = Release.load(args.file)
     print(json.dumps(rel.metadata, indent=2, sort_keys=True) if args.json else format_release(rel))
@@ -674,10 +827,62 @@ def format_evolved(meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _privacy_lines(p: dict) -> list[str]:
+    """The guarantee and one line per stage, for a VAE and its per-record samples."""
+    lines = [f"privacy      epsilon={p['epsilon']:.4g}, delta={p['delta']:g}, neighbouring={p['neighbouring']} "
+             f"({p['composition']})",
+             f"publishable  {'yes' if p['for_publication'] else 'NO (seeded test noise)'}; noise source {p['noise_source']}"]  # fmt: skip
+    for s in p["stages"]:
+        if s["stage"] == "release":
+            lines.append(f"stage        release: epsilon={s['epsilon']:.4g}, noise multipliers "
+                         f"{', '.join(f'{v:.4g}' for v in s['noise_multipliers'])}; content hash {s['content_hash']}")  # fmt: skip
+        elif s["stage"] == "dp-sgd":
+            lines.append(f"stage        dp-sgd: {s['steps']} steps, Poisson sampling rate {s['sampling_rate']:g}, clip norm "
+                         f"{s['clip_norm']:g}, noise multiplier {s['noise_multiplier']:.4g} (epsilon {s['epsilon']:.4g} on its own)")  # fmt: skip
+        else:
+            lines.append(f"stage        per-record: noise multiplier {s['noise_multiplier']:.4g} x sensitivity "
+                         f"{s['sensitivity']:.4g} (encoder Lipschitz {s['encoder_lipschitz']:g} x domain diameter "
+                         f"{s['domain_diameter']:.4g} x sqrt 2); epsilon {s['epsilon']:.4g} on its own, one output per record")  # fmt: skip
+    if p.get("generator_public"):
+        lines.append("warm start   a generator fitted to other, public data: its release is not counted")
+    if "data_set_total_epsilon" in p:
+        lines.append(f"data set     total epsilon {p['data_set_total_epsilon']:.4g} in its budget record")
+    return lines
+
+
+def format_vae(meta: dict) -> str:
+    c, lip = meta["config"], meta["lipschitz"]
+    steps = max(1, round(c["epochs"] / c["sampling_rate"]))
+    lines = [f"model        mmgen Lipschitz VAE, format {meta['format_version']}, library {meta['library_version']}; "
+             f"{meta['steps_done']} of {steps} DP-SGD steps done" + ("" if meta["steps_done"] >= steps else " (UNFINISHED)"),
+             *_privacy_lines(meta["privacy"])]  # fmt: skip
+    if lip is None:
+        lines.append("lipschitz    none (unconstrained baseline)")
+    else:
+        lines.append(f"lipschitz    encoder {lip['encoder_measured']:.4g} <= declared {lip['encoder_declared']:g}, decoder "
+                     f"{lip['decoder_measured']:.4g} <= declared {lip['decoder_declared']:g} (products of spectral norms)")  # fmt: skip
+    d = meta["data"]
+    lines.append(f"data         {d['name']}: records of shape {tuple(d['input_shape'])} in [{d['low']:g}, {d['high']:g}], "
+                 f"{d['n_classes']} classes")  # fmt: skip
+    lines.append(f"settings     latent {c['latent_dim']}, hidden {c['hidden']}, posterior std {c['posterior_std']:.4g}, "
+                 f"lr {c['lr']:g}, seed {c['seed']}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _inspect_samples(args) -> None:
     from .errors import MMGenError
     from .evolve import read_meta
 
+    import numpy as np
+
+    with np.load(args.file, allow_pickle=False) as arrays:
+        raw = str(arrays["meta"]) if "meta" in arrays.files else None
+    if raw is not None and '"mmgen.per-record-samples"' in raw:
+        meta = json.loads(raw)
+        print(json.dumps(meta, indent=2, sort_keys=True) if args.json else "\n".join(
+            ["samples      mmgen per-record samples (one per private record; their number is public)",
+             *_privacy_lines(meta["privacy"])]))  # fmt: skip
+        return
     meta = read_meta(args.file)
     if meta is None:
         raise MMGenError(f"{args.file} holds samples without a privacy record (as `mmgen sample` writes them, for "
@@ -741,6 +946,10 @@ def cmd_sample(args) -> None:
     if args.n < 1:
         raise MMGenError(f"`--n` must be ≥ 1. Got {args.n}.")
     check_picture(args.grid, "--grid")
+    from .files import sniff
+
+    if sniff(args.checkpoint) == "vae":
+        return _sample_vae(args)
     expect(args.checkpoint, "checkpoint", "`mmgen sample`")
     trained = Trained.load(args.checkpoint)
     if trained.release_info["data"].get("table") is not None:
@@ -766,6 +975,25 @@ def cmd_sample(args) -> None:
 
         save_grid(trained, args.grid)
         print(f"wrote {args.grid}")
+
+
+def _sample_vae(args) -> None:
+    import numpy as np
+
+    from .errors import MMGenError
+    from .vae import TrainedVAE
+
+    if Path(args.out).suffix != ".npz" or args.grid:
+        raise MMGenError(f"A VAE's samples go to an .npz file (and no --grid). Got {args.out!r}.")
+    vae = TrainedVAE.load(args.checkpoint)
+    if not vae.finished:
+        raise MMGenError(f"{args.checkpoint} is an unfinished run ({vae.steps_done} of {vae.config.steps} steps): "
+                         "finish it with `mmgen vae ... --resume` first.")  # fmt: skip
+    x, y = vae.sample(args.n, seed=args.seed)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, x=x.numpy(), y=y.numpy())
+    print(f"wrote {args.out}: {args.n} records of shape {tuple(x.shape[1:])} (epsilon={vae.epsilon:.4g}, "
+          f"delta={vae.delta:g}, {vae.privacy['neighbouring']}: the model's guarantee)")  # fmt: skip
 
 
 def cmd_evaluate(args) -> None:
@@ -942,7 +1170,7 @@ def cmd_audit(args) -> None:
 COMMANDS = {
     "release": cmd_release, "inspect": cmd_inspect, "fit": cmd_fit, "sample": cmd_sample,
     "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "features": cmd_features, "audit": cmd_audit, "budget": cmd_budget, "evolve": cmd_evolve,
-    "schema": cmd_schema,
+    "schema": cmd_schema, "vae": cmd_vae,
 }  # fmt: skip
 
 
@@ -970,13 +1198,15 @@ def _show_library_messages():
     logger = logging.getLogger("mmgen")
     handler = _StderrHandler(logging.INFO)
     handler.setFormatter(logging.Formatter("mmgen: %(message)s"))
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # a library that configures the root logger (opacus does) would print them twice
 
     def undo():
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
     return undo
 

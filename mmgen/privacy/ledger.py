@@ -116,6 +116,26 @@ def _gaussian_multipliers(event: dp_accounting.DpEvent) -> list[float] | None:
     return None
 
 
+def _accountant_event(event: dp_accounting.DpEvent, neighbouring: str) -> dp_accounting.DpEvent:
+    """``event`` in dp-accounting's convention for its accountants.
+
+    mmgen's plain Gaussian events carry σ relative to the sensitivity *under the relation in use* (a
+    replace-one release noises 2·max_norm, and its σ is relative to that). dp-accounting's accountants
+    read a ``GaussianDpEvent`` under replace-one as sensitivity 2 in units of σ, so such an event becomes
+    ``GaussianDpEvent(2σ)``. Sampled events (DP-SGD, :func:`dp_sgd_event`) already follow dp-accounting's
+    convention (σ relative to the clip norm) and are left as they are.
+    """
+    if neighbouring != "replace-one":
+        return event
+    if isinstance(event, dp_accounting.GaussianDpEvent):
+        return dp_accounting.GaussianDpEvent(2.0 * float(event.noise_multiplier))
+    if isinstance(event, dp_accounting.SelfComposedDpEvent):
+        return dp_accounting.SelfComposedDpEvent(_accountant_event(event.event, neighbouring), event.count)
+    if isinstance(event, dp_accounting.ComposedDpEvent):
+        return dp_accounting.ComposedDpEvent([_accountant_event(e, neighbouring) for e in event.events])
+    return event
+
+
 def _compose_epsilon(events: list, delta: float, neighbouring: str) -> float:
     """ε at ``delta`` of the composition of ``events``: exact for Gaussians, else dp-accounting's PLD."""
     if not events:
@@ -130,7 +150,7 @@ def _compose_epsilon(events: list, delta: float, neighbouring: str) -> float:
     relation = dp_accounting.NeighboringRelation
     rel = relation.REPLACE_ONE if neighbouring == "replace-one" else relation.ADD_OR_REMOVE_ONE
     accountant = PLDAccountant(neighboring_relation=rel)
-    event = dp_accounting.ComposedDpEvent(list(events))
+    event = _accountant_event(dp_accounting.ComposedDpEvent(list(events)), neighbouring)
     if accountant.supports(event):
         return float(accountant.compose(event).get_epsilon(delta))
     from dp_accounting.rdp import RdpAccountant
@@ -223,6 +243,9 @@ def noise_multiplier_within(total_epsilon: float, delta: float, rounds: int, spe
             lo, hi = lo / 4, lo
         while over(hi) and hi < 1e6:
             lo, hi = hi, hi * 4
+        if over(hi):
+            raise PrivacyError(f"Nothing is left of the budget: earlier (or reserved) stages spend epsilon {before:.6g} "
+                               f"of {total_epsilon:g} at delta={delta:g}, too close to the total for this stage.")  # fmt: skip
         while hi / lo > 1 + 1e-4:
             mid = math.sqrt(lo * hi)
             lo, hi = (mid, hi) if over(mid) else (lo, mid)

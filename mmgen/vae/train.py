@@ -32,6 +32,7 @@ import os
 import secrets
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +328,9 @@ class DPSGD:
                 p.summed_grad = torch.zeros_like(p)
             opt.add_noise()
             return
-        self.criterion(self.module(u, self.model.onehot(y), xi)).backward()
+        with warnings.catch_warnings():  # opacus's two backward passes: torch notes that the inputs need no gradient
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            self.criterion(self.module(u, self.model.onehot(y), xi)).backward()
         opt.pre_step()
 
     def step(self) -> None:
@@ -355,6 +358,7 @@ def train_vae(
     progress: bool = False,
     checkpoint: str | os.PathLike | None = None,
     resume: "TrainedVAE | None" = None,
+    reserve: tuple = (),
     **options: Any,
 ) -> TrainedVAE:
     """Trains the Lipschitz VAE on private ``data`` with DP-SGD.
@@ -377,6 +381,8 @@ def train_vae(
         progress: log progress (INFO on ``mmgen.vae.train``): step counts and time only.
         checkpoint: a file written every tenth of the run, from which ``resume`` continues.
         resume: an unfinished :class:`TrainedVAE` (its checkpoint) to continue; its accounting is kept.
+        reserve: dp-accounting events of later stages on the same data (the per-record mode's Gaussian)
+            that ``epsilon`` must leave room for.
 
     Returns:
         :class:`TrainedVAE`.
@@ -417,7 +423,8 @@ def train_vae(
         if (epsilon is None) == (noise_multiplier is None):
             raise MMGenError("Give exactly one of `epsilon` (the total budget) and `noise_multiplier`.")
         if epsilon is not None:
-            sigma = noise_multiplier_within(epsilon, delta, steps, spent, neighbouring, sampling_rate=config.sampling_rate)
+            sigma = noise_multiplier_within(epsilon, delta, steps, spent + list(reserve), neighbouring,
+                                            sampling_rate=config.sampling_rate)  # fmt: skip
         else:
             sigma = float(noise_multiplier)
             if not (sigma > 0 and math.isfinite(sigma)):
