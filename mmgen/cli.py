@@ -857,7 +857,8 @@ def format_vae(meta: dict) -> str:
              f"{meta['steps_done']} of {steps} DP-SGD steps done" + ("" if meta["steps_done"] >= steps else " (UNFINISHED)"),
              *_privacy_lines(meta["privacy"])]  # fmt: skip
     if lip is None:
-        lines.append("lipschitz    none (unconstrained baseline)")
+        lines.append("lipschitz    " + ("declared encoder {:g}, decoder {:g}; measured when training ends".format(
+            c["encoder_lipschitz"], c["decoder_lipschitz"]) if c["lipschitz"] else "none (unconstrained baseline)"))  # fmt: skip
     else:
         lines.append(f"lipschitz    encoder {lip['encoder_measured']:.4g} <= declared {lip['encoder_declared']:g}, decoder "
                      f"{lip['decoder_measured']:.4g} <= declared {lip['decoder_declared']:g} (products of spectral norms)")  # fmt: skip

@@ -12,8 +12,10 @@ The posterior is ``N(μ(u, y), s² I)`` with a fixed, public ``s``; samples are
 ``low + (high − low) · sigmoid(logits(z, y))`` with ``z ~ N(0, I)``.
 
 **Lipschitz constraint by construction.** Every weight matrix is projected
-after each optimiser step onto ``{W : ‖W‖₂ ≤ c}``, ``W ← W · min(1, c/‖W‖₂)``,
-with the exact spectral norm (largest singular value). With the encoder's
+after each optimiser step onto ``{W : ‖W‖₂ ≤ c}``, ``W ← W · min(1, c/‖W‖₂)``
+(:class:`Projector`: the spectral norm by warm-started power iteration), and
+once more with the exact spectral norm (largest singular value, :func:`project_`)
+when training ends. With the encoder's
 declared constant ``L`` spread over its ``n`` layers, ``c = L^{1/n}``, so
 ``‖μ(a) − μ(b)‖ ≤ Π_i ‖W_i‖₂ ‖a − b‖ ≤ L ‖a − b‖`` for any inputs ``a, b``
 (the same for the decoder). The projection acts on the weights only, so it is
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VAE", "lipschitz_bound", "project_", "domain_diameter"]
+__all__ = ["VAE", "Projector", "lipschitz_bound", "project_", "domain_diameter"]
 
 
 def domain_diameter(input_dim: int) -> float:
@@ -117,6 +119,36 @@ def project_(model: VAE) -> None:
             norm = float(torch.linalg.matrix_norm(layer.weight.double(), ord=2))
             if norm > c:
                 layer.weight.mul_(c / norm * (1 - 1e-6))
+
+
+class Projector:
+    """The per-step projection: power iteration, warm-started from the previous step's vectors.
+
+    Each call runs ``iterations`` power-iteration steps per constrained layer and scales the weight
+    down when the estimate exceeds its bound. The estimate ``‖Wᵀu‖`` (u a unit vector) never exceeds
+    ‖W‖₂, so between exact projections a layer may sit slightly above its bound; training ends with
+    :func:`project_` (exact), which is what the declared constant of a finished model rests on. An
+    exact SVD per step would cost more than the DP-SGD step itself (784-wide layers).
+    """
+
+    def __init__(self, model: VAE, iterations: int = 2, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.layers = model.constrained()
+        self.vectors = [F.normalize(torch.randn(layer.in_features, generator=gen), dim=0) for layer, _ in self.layers]
+        self.iterations = iterations
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        for i, (layer, c) in enumerate(self.layers):
+            w, v = layer.weight, self.vectors[i].to(layer.weight.dtype)
+            for _ in range(self.iterations):
+                u = F.normalize(w @ v, dim=0)  # (out,)
+                wt_u = w.t() @ u  # (in,)
+                v = F.normalize(wt_u, dim=0)
+            self.vectors[i] = v
+            norm = float(wt_u.norm())
+            if norm > c:
+                w.mul_(c / norm)
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ from ..errors import DataError, FormatError, MMGenError, PrivacyError
 from ..privacy import check_neighbouring, dp_event
 from ..privacy.ledger import (add_release, composed_epsilon, dp_sgd_event, noise_multiplier_within, release_in_record,
                               release_stage)  # fmt: skip
-from .nets import VAE, domain_diameter, lipschitz_bound, project_
+from .nets import VAE, Projector, domain_diameter, lipschitz_bound, project_
 
 __all__ = ["VAEConfig", "TrainedVAE", "DPSGD", "train_vae", "VAE_FORMAT", "VAE_VERSION"]
 
@@ -187,7 +187,7 @@ class TrainedVAE:
 
     def lipschitz(self) -> dict | None:
         """Declared constants and the measured products of spectral norms (None when unconstrained)."""
-        if not self.config.lipschitz:
+        if not self.config.lipschitz or not self.finished:  # measured once training has ended (exact SVDs)
             return None
         return {"encoder_declared": self.config.encoder_lipschitz, "decoder_declared": self.config.decoder_lipschitz,
                 "encoder_measured": lipschitz_bound(self.model, "encoder"),
@@ -265,6 +265,7 @@ def _pretrain(model: VAE, trained, config: VAEConfig, public: dict, progress: bo
     u = ((x.reshape(len(x), -1).double() - public["low"]) / (public["high"] - public["low"])).float().clamp(0, 1)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed + 5)
+    project = Projector(model, seed=config.seed)
     batch = 256
     t0 = time.perf_counter()
     for epoch in range(config.pretrain_epochs):
@@ -276,7 +277,7 @@ def _pretrain(model: VAE, trained, config: VAEConfig, public: dict, progress: bo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            project_(model)
+            project()
             total += float(loss.detach()) * len(idx)
         if progress:  # generated records only: this loss is public
             log.info("warm start epoch %d/%d: loss %.4g on generated records (%.0f s)", epoch + 1,
@@ -477,6 +478,7 @@ def train_vae(
     dpsgd = DPSGD(model, noise_multiplier=sigma, clip_norm=config.clip_norm, lr=config.lr, secure=noise_seed is None)
     if resume is not None and resume.optimizer_state is not None:
         dpsgd.adam.load_state_dict(resume.optimizer_state)
+    project = Projector(model, seed=config.seed + 1)
     secret = secrets.randbits(62)
     every = max(1, steps // 10)
     t0 = time.perf_counter()
@@ -489,8 +491,7 @@ def train_vae(
             xi = torch.randn(int(mask.sum()), model.latent_dim, generator=draw)
             dpsgd.noisy_gradient(u[mask], y[mask], xi, torch.Generator().manual_seed(seed + 2**62))
             dpsgd.step()
-            if config.lipschitz:
-                project_(model)
+            project()
             result.steps_done = step + 1
             if checkpoint is not None and (step + 1) % every == 0 and step + 1 < steps:
                 result.optimizer_state = dpsgd.adam.state_dict()
@@ -499,6 +500,7 @@ def train_vae(
                 log.info("dp-sgd step %d/%d (%.0f s)", step + 1, steps, time.perf_counter() - t0)
     finally:
         dpsgd.close()
+    project_(model)  # exact: the declared constants of the finished model rest on this
     result.optimizer_state = None
     model.eval()
     return result
