@@ -131,6 +131,7 @@ class TrainedVAE:
         steps_done: DP-SGD steps completed (less than ``config.steps`` in an interrupted run's file).
         run_id: identifies the run's entry in a budget record (so that a resumed run is counted once).
         optimizer_state: Adam's state while a run is unfinished (for ``--resume``); None when done.
+        projector_state: the power-iteration vectors of the per-step projection, with ``optimizer_state``.
     """
 
     model: VAE
@@ -141,6 +142,7 @@ class TrainedVAE:
     steps_done: int = 0
     run_id: str = ""
     optimizer_state: dict | None = None
+    projector_state: list[torch.Tensor] | None = None
 
     @property
     def epsilon(self) -> float:
@@ -204,6 +206,8 @@ class TrainedVAE:
             for idx, state in self.optimizer_state["state"].items():
                 for key, value in state.items():
                     tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        for i, v in enumerate(self.projector_state or []):
+            tensors[f"projector.{i}"] = v.detach().cpu().contiguous()
         meta = self.metadata()
         meta["content_hash"] = content_hash(meta, tensors)
         return write_safetensors_atomic(path, tensors, {"mmgen": json.dumps(meta, sort_keys=True)})
@@ -229,8 +233,9 @@ class TrainedVAE:
                         _, idx, name = key.split(".", 2)
                         per_param.setdefault(int(idx), {})[name] = value
                 optimizer_state = {"state": per_param, "param_groups": meta["optimizer_param_groups"]}
+            vectors = sorted((int(k.split(".")[1]), v) for k, v in tensors.items() if k.startswith("projector."))
             out = cls(model, config, d, meta["privacy"], tensors["class_proportions"], int(meta["steps_done"]),
-                      str(meta.get("run_id", "")), optimizer_state)  # fmt: skip
+                      str(meta.get("run_id", "")), optimizer_state, [v for _, v in vectors] or None)  # fmt: skip
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise FormatError(f"{path} is not a well-formed mmgen VAE file ({type(exc).__name__}: {exc}).") from None
         model.eval()
@@ -479,6 +484,8 @@ def train_vae(
     if resume is not None and resume.optimizer_state is not None:
         dpsgd.adam.load_state_dict(resume.optimizer_state)
     project = Projector(model, seed=config.seed + 1)
+    if resume is not None and resume.projector_state is not None:
+        project.vectors = [v.clone() for v in resume.projector_state]
     secret = secrets.randbits(62)
     every = max(1, steps // 10)
     t0 = time.perf_counter()
@@ -495,12 +502,13 @@ def train_vae(
             result.steps_done = step + 1
             if checkpoint is not None and (step + 1) % every == 0 and step + 1 < steps:
                 result.optimizer_state = dpsgd.adam.state_dict()
+                result.projector_state = list(project.vectors)
                 result.save(checkpoint)
             if progress and ((step + 1) % every == 0 or step + 1 == steps):
                 log.info("dp-sgd step %d/%d (%.0f s)", step + 1, steps, time.perf_counter() - t0)
     finally:
         dpsgd.close()
     project_(model)  # exact: the declared constants of the finished model rest on this
-    result.optimizer_state = None
+    result.optimizer_state, result.projector_state = None, None
     model.eval()
     return result
