@@ -119,7 +119,7 @@ def main() -> None:
                             count_weight=DEFAULT_COUNT_WEIGHT, noise_seed=1000 + seed, schema=ds.schema())  # fmt: skip
 
         base = {"data": name, "n_private": len(ds.y_train)}
-        for eps in [float(e) for e in args.epsilons.split(",")][: 1 if args.quick else None]:
+        for eps in [float(e) for e in args.epsilons.split(",") if e][: 1 if args.quick else None]:
             for seed in range(1 if args.quick else args.seeds):
                 t = time.perf_counter()  # (d) moment matching alone
                 trained = _fit(release(eps, seed), seed)
