@@ -70,6 +70,7 @@ class VAEConfig(Config):
         clip_norm: C, the L2 bound on each record's gradient.
         lr: Adam's learning rate (DP-SGD and warm start).
         pretrain_epochs: warm start: passes over ``pretrain_samples`` generated records.
+        pretrain_lr: warm start: Adam's learning rate on the generated records (``lr`` is DP-SGD's).
         pretrain_samples: warm start: records drawn from the release's generator.
         seed: the public seed of the initial weights, the warm start and the samples.
     """
@@ -85,6 +86,7 @@ class VAEConfig(Config):
     clip_norm: float = 1.0
     lr: float = 1e-3
     pretrain_epochs: int = 10
+    pretrain_lr: float = 1e-3
     pretrain_samples: int = 20000
     seed: int = 0
 
@@ -95,7 +97,7 @@ class VAEConfig(Config):
                 raise MMGenError(f"`{name}` must be a positive integer. Got {v!r}.")
         if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
             raise MMGenError(f"`hidden` must be one or more positive integers. Got {self.hidden!r}.")
-        for name in ("encoder_lipschitz", "decoder_lipschitz", "posterior_std", "epochs", "clip_norm", "lr"):
+        for name in ("encoder_lipschitz", "decoder_lipschitz", "posterior_std", "epochs", "clip_norm", "lr", "pretrain_lr"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise MMGenError(f"`{name}` must be a finite number > 0. Got {v!r}.")
@@ -268,7 +270,7 @@ def _pretrain(model: VAE, trained, config: VAEConfig, public: dict, progress: bo
                          f"classes; the data has {tuple(public['input_shape'])} and {public['n_classes']}.")  # fmt: skip
     x, y = trained.sample(config.pretrain_samples, seed=config.seed + 3)
     u = ((x.reshape(len(x), -1).double() - public["low"]) / (public["high"] - public["low"])).float().clamp(0, 1)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=config.pretrain_lr)
     gen = torch.Generator().manual_seed(config.seed + 5)
     project = Projector(model, seed=config.seed)
     batch = 256
