@@ -116,7 +116,14 @@ def test_bad_inputs_are_one_line_errors_and_nothing_is_written(spec, tmp_path, c
     _one_line_error(capsys, [*base, "--out", m, "--resume"], "no model")
     _one_line_error(capsys, [*base, "--out", m, "--warm-start", str(spec)], "checkpoint")
     _one_line_error(capsys, ["vae", "--data", "csv:x.csv", "--epsilon", "1", "--out", m], "tables")
-    assert not list(tmp_path.glob("m.vae*")) and not (tmp_path / "r.json").exists()
+    with np.load(spec) as arrays:
+        x = arrays["x"].copy()
+        x[7] = 2.0  # outside the declared domain [0, 1]: refused, and the budget record spends nothing
+        np.savez(tmp_path / "bad.npz", x=x, y=arrays["y"], n_classes=10)
+    _one_line_error(capsys, ["vae", "--data", f"npz:{tmp_path / 'bad.npz'}", "--epsilon", "3", *FAST,
+                             "--budget-record", str(tmp_path / "r.json"), "--out", m], "record 7")  # fmt: skip
+    assert not list(tmp_path.glob("m.vae*"))
+    assert not (tmp_path / "r.json").exists() or len(BudgetRecord.load(tmp_path / "r.json")) == 0
 
 
 def test_resume_continues_an_unfinished_model_without_a_second_charge(spec, tmp_path, capsys):

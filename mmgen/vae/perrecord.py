@@ -42,7 +42,7 @@ from ..privacy.ledger import composed_epsilon, dp_sgd_event
 from ..privacy.mechanism import NORM_SLACK
 from ..privacy.noise import NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from .nets import domain_diameter, lipschitz_bound
-from .train import TrainedVAE, _private_records
+from .train import TrainedVAE, _private_records, _public
 
 __all__ = ["per_record_sensitivity", "per_record_std", "per_record_samples", "save_per_record", "stage_events",
            "PER_RECORD_FORMAT"]  # fmt: skip
@@ -102,11 +102,12 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
         raise PrivacyError(f"The encoder's spectral norms multiply to {measured:.6g}, above the declared {L:g}.")
     sigma = noise_multiplier_for(epsilon, delta)
     event = dp_accounting.GaussianDpEvent(sigma)
-    if record is not None:
-        record.check(event, delta=delta if record.delta is None else None, neighbouring="replace-one")
-    u, y, public = _private_records(data, clip)
+    public = _public(data)
     if public != vae.data:
         raise MMGenError(f"The data ({public['name']}) is not the data the model was trained on ({vae.data['name']}).")
+    if record is not None:
+        record.check(event, delta=delta if record.delta is None else None, neighbouring="replace-one")
+    u, y = _private_records(data, clip)
     sens = per_record_sensitivity(L, u.shape[1])
     a = L * domain_diameter(u.shape[1]) / math.sqrt(2.0)
     with torch.no_grad():

@@ -244,30 +244,31 @@ class TrainedVAE:
         return out
 
 
-def _private_records(data, clip: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The scaled, flattened private records u ∈ [0, 1]^d, their labels, and the data's public description."""
+def _public(data) -> dict:
+    """The data's public description (name, shape, classes, declared domain): no record is read."""
     from ..data.base import Dataset
-    from ..release import _check_batch
 
     if not isinstance(data, Dataset):
         raise DataError(f"`data` must be a mmgen Dataset (it declares the domain). Got {type(data).__name__}.")
     if data.table is not None:
         raise DataError("The VAE runs on images and vectors; for a table use `mmgen release` with a table map.")
+    return {"name": data.name, "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+            "low": float(data.low), "high": float(data.high)}  # fmt: skip
+
+
+def _private_records(data, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scaled, flattened private records u ∈ [0, 1]^d and their labels (checked against the domain)."""
+    from ..release import _check_batch
+
+    _public(data)
     if not len(data.y_train):
         raise DataError("The data set has no training records.")
     x, y = _check_batch(data.x_train, data.y_train, data.input_shape, data.n_classes, data.low, data.high, clip, 0)
-    u = ((x.reshape(len(x), -1).double() - data.low) / (data.high - data.low)).float().clamp(0, 1)
-    public = {"name": data.name, "input_shape": list(data.input_shape), "n_classes": data.n_classes,
-              "low": float(data.low), "high": float(data.high)}  # fmt: skip
-    return u, y, public
+    return ((x.reshape(len(x), -1).double() - data.low) / (data.high - data.low)).float().clamp(0, 1), y
 
 
 def _pretrain(model: VAE, trained, config: VAEConfig, public: dict, progress: bool) -> None:
     """Warm start on records drawn from a release's generator: post-processing of the release."""
-    gen_shape = tuple(trained.generator.config.input_shape)
-    if gen_shape != tuple(public["input_shape"]) or trained.generator.config.n_classes != public["n_classes"]:
-        raise MMGenError(f"The warm-start generator makes {gen_shape} records of {trained.generator.config.n_classes} "
-                         f"classes; the data has {tuple(public['input_shape'])} and {public['n_classes']}.")  # fmt: skip
     x, y = trained.sample(config.pretrain_samples, seed=config.seed + 3)
     u = ((x.reshape(len(x), -1).double() - public["low"]) / (public["high"] - public["low"])).float().clamp(0, 1)
     opt = torch.optim.Adam(model.parameters(), lr=config.pretrain_lr)
@@ -404,7 +405,12 @@ def train_vae(
     elif options:
         raise MMGenError(f"Pass either `config` or its fields, not both. Got {sorted(options)}.")
     check_neighbouring(neighbouring)
-    u, y, public = _private_records(data, clip)
+    public = _public(data)
+    if warm_start is not None:
+        gen = warm_start.generator.config
+        if tuple(gen.input_shape) != tuple(public["input_shape"]) or gen.n_classes != public["n_classes"]:
+            raise MMGenError(f"The warm-start generator makes {tuple(gen.input_shape)} records of {gen.n_classes} "
+                             f"classes; the data has {tuple(public['input_shape'])} and {public['n_classes']}.")  # fmt: skip
     steps = config.steps
     # -- accounting, before any gradient is computed ------------------------------------------------------------
     if resume is not None:
@@ -455,18 +461,19 @@ def train_vae(
             "for_publication": noise_seed is None and all(s.get("for_publication", True) for s in stages),
             "noise_source": NOISE_SOURCE if noise_seed is None else SEEDED_NOISE_SOURCE,
         }  # fmt: skip
-        if record is not None:
-            if unrecorded:
-                add_release(record, info, "vae")
-            record.add(stage="dp-sgd", event=event, epsilon=own, delta=delta, neighbouring=neighbouring,
-                       noise_multipliers=None, details={"run_id": run_id, "sampling_rate": config.sampling_rate,
-                                                        "steps": steps, "clip_norm": config.clip_norm,
-                                                        "noise_multiplier": sigma})  # fmt: skip
-            privacy["data_set_total_epsilon"] = record.total_epsilon()
-            if record.path is not None:
-                record.save()
-    # -- the model ------------------------------------------------------------------------------------------------
+    # -- the model; the private records are read from here on ------------------------------------------------------
+    u, y = _private_records(data, clip)
     n_classes, input_dim = public["n_classes"], u.shape[1]
+    if resume is None and record is not None:  # after the domain checks: a refused data set spends nothing
+        if unrecorded:
+            add_release(record, info, "vae")
+        record.add(stage="dp-sgd", event=event, epsilon=own, delta=delta, neighbouring=neighbouring,
+                   noise_multipliers=None, details={"run_id": run_id, "sampling_rate": config.sampling_rate,
+                                                    "steps": steps, "clip_norm": config.clip_norm,
+                                                    "noise_multiplier": sigma})  # fmt: skip
+        privacy["data_set_total_epsilon"] = record.total_epsilon()
+        if record.path is not None:
+            record.save()
     if resume is not None:
         model, proportions, done = resume.model, resume.class_proportions, resume.steps_done
     else:
