@@ -351,6 +351,51 @@ class DPSGD:
         self.module._close()
 
 
+def _accounting(config: VAEConfig, info: dict | None, record, *, epsilon, noise_multiplier, delta: float,
+                neighbouring: str, reserve, noise_seed) -> tuple[float, Any, list, dict]:  # fmt: skip
+    """σ, DP-SGD's event, the release events missing from ``record``, and the model's privacy dict.
+
+    ``info`` is the warm start's release (None: none counted). Nothing here reads a record; ``record``
+    is checked (it refuses a stage that would exceed its declared total) but not written.
+    """
+    steps = config.steps
+    stages, unrecorded = [], []
+    if info is not None:
+        if info["privacy"]["neighbouring"] != neighbouring:
+            raise PrivacyError(f"The release was made under {info['privacy']['neighbouring']}; DP-SGD under "
+                               f"{neighbouring} would not compose with it into one guarantee.")  # fmt: skip
+        stages.append(release_stage(info))
+        if not release_in_record(record, info):
+            unrecorded.append(dp_event(info["privacy"]["noise_multipliers"]))
+    spent = (record.events() if record is not None else []) + unrecorded
+    if (epsilon is None) == (noise_multiplier is None):
+        raise MMGenError("Give exactly one of `epsilon` (the total budget) and `noise_multiplier`.")
+    if epsilon is not None:
+        sigma = noise_multiplier_within(epsilon, delta, steps, spent + list(reserve), neighbouring,
+                                        sampling_rate=config.sampling_rate)  # fmt: skip
+    else:
+        sigma = float(noise_multiplier)
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise PrivacyError(f"`noise_multiplier` must be a finite number > 0. Got {noise_multiplier!r}.")
+    event = dp_sgd_event(sigma, config.sampling_rate, steps)
+    if record is not None:
+        import dp_accounting
+
+        new = dp_accounting.ComposedDpEvent(unrecorded + [event]) if unrecorded else event
+        record.check(new, delta=delta if record.delta is None else None, neighbouring=neighbouring)
+    own = composed_epsilon([event], delta, neighbouring)
+    release_events = [dp_event(s["noise_multipliers"]) for s in stages]
+    privacy = {
+        "epsilon": composed_epsilon(release_events + [event], delta, neighbouring), "delta": float(delta),
+        "neighbouring": neighbouring, "composition": "dp-accounting PLD accountant",
+        "stages": stages + [{"stage": "dp-sgd", "epsilon": own, "delta": float(delta), "noise_multiplier": sigma,
+                             "sampling_rate": config.sampling_rate, "steps": steps, "clip_norm": config.clip_norm}],
+        "for_publication": noise_seed is None and all(s.get("for_publication", True) for s in stages),
+        "noise_source": NOISE_SOURCE if noise_seed is None else SEEDED_NOISE_SOURCE,
+    }  # fmt: skip
+    return sigma, event, unrecorded, privacy
+
+
 def train_vae(
     data,
     *,
@@ -424,49 +469,19 @@ def train_vae(
             raise PrivacyError("The run to resume is not in this budget record: resume with the record it started with.")
     else:
         run_id = uuid.uuid4().hex
-        stages, unrecorded = [], []
         info = None if warm_start is None or generator_public else warm_start.release_info
-        if info is not None:
-            if info["privacy"]["neighbouring"] != neighbouring:
-                raise PrivacyError(f"The release was made under {info['privacy']['neighbouring']}; DP-SGD under "
-                                   f"{neighbouring} would not compose with it into one guarantee.")  # fmt: skip
-            stages.append(release_stage(info))
-            if not release_in_record(record, info):
-                unrecorded.append(dp_event(info["privacy"]["noise_multipliers"]))
-        spent = (record.events() if record is not None else []) + unrecorded
-        if (epsilon is None) == (noise_multiplier is None):
-            raise MMGenError("Give exactly one of `epsilon` (the total budget) and `noise_multiplier`.")
-        if epsilon is not None:
-            sigma = noise_multiplier_within(epsilon, delta, steps, spent + list(reserve), neighbouring,
-                                            sampling_rate=config.sampling_rate)  # fmt: skip
-        else:
-            sigma = float(noise_multiplier)
-            if not (sigma > 0 and math.isfinite(sigma)):
-                raise PrivacyError(f"`noise_multiplier` must be a finite number > 0. Got {noise_multiplier!r}.")
-        event = dp_sgd_event(sigma, config.sampling_rate, steps)
-        if record is not None:
-            import dp_accounting
-
-            new = dp_accounting.ComposedDpEvent(unrecorded + [event]) if unrecorded else event
-            record.check(new, delta=delta if record.delta is None else None, neighbouring=neighbouring)
-        own = composed_epsilon([event], delta, neighbouring)
-        release_events = [dp_event(s["noise_multipliers"]) for s in stages]
-        privacy = {
-            "epsilon": composed_epsilon(release_events + [event], delta, neighbouring), "delta": float(delta),
-            "neighbouring": neighbouring, "composition": "dp-accounting PLD accountant",
-            "stages": stages + [{"stage": "dp-sgd", "epsilon": own, "delta": float(delta), "noise_multiplier": sigma,
-                                 "sampling_rate": config.sampling_rate, "steps": steps, "clip_norm": config.clip_norm}],
-            "generator_public": bool(warm_start is not None and generator_public),
-            "warm_start": None if warm_start is None else warm_start.release_info.get("content_hash"),
-            "for_publication": noise_seed is None and all(s.get("for_publication", True) for s in stages),
-            "noise_source": NOISE_SOURCE if noise_seed is None else SEEDED_NOISE_SOURCE,
-        }  # fmt: skip
+        sigma, event, unrecorded, privacy = _accounting(
+            config, info, record, epsilon=epsilon, noise_multiplier=noise_multiplier, delta=delta,
+            neighbouring=neighbouring, reserve=reserve, noise_seed=noise_seed)  # fmt: skip
+        privacy["generator_public"] = bool(warm_start is not None and generator_public)
+        privacy["warm_start"] = None if warm_start is None else warm_start.release_info.get("content_hash")
     # -- the model; the private records are read from here on ------------------------------------------------------
     u, y = _private_records(data, clip)
     n_classes, input_dim = public["n_classes"], u.shape[1]
     if resume is None and record is not None:  # after the domain checks: a refused data set spends nothing
         if unrecorded:
             add_release(record, info, "vae")
+        own = privacy["stages"][-1]["epsilon"]
         record.add(stage="dp-sgd", event=event, epsilon=own, delta=delta, neighbouring=neighbouring,
                    noise_multipliers=None, details={"run_id": run_id, "sampling_rate": config.sampling_rate,
                                                     "steps": steps, "clip_norm": config.clip_norm,
