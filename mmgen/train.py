@@ -191,12 +191,7 @@ class Trained:
         """Writes the checkpoint atomically (safetensors + JSON, no pickle)."""
         tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
         tensors["class_proportions"] = self.class_proportions.to(torch.float64).contiguous()
-        optim_groups = None
-        if self.optimizer_state is not None:
-            for idx, state in self.optimizer_state["state"].items():
-                for key, value in state.items():
-                    tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-            optim_groups = self.optimizer_state["param_groups"]
+        optim_groups = optimizer_tensors(self.optimizer_state, tensors)
         if self.rng_state is not None:
             tensors["rng_state"] = self.rng_state.contiguous()
         meta = {
@@ -229,14 +224,7 @@ class Trained:
             generator = create_generator(GeneratorConfig.from_dict(meta["generator"]))
             state = {k[len("generator.") :]: v for k, v in tensors.items() if k.startswith("generator.")}
             generator.load_state_dict(state)
-            optimizer_state = None
-            if meta.get("optimizer_param_groups") is not None:
-                per_param: dict[int, dict] = {}
-                for key, value in tensors.items():
-                    if key.startswith("optim."):
-                        _, idx, name = key.split(".", 2)
-                        per_param.setdefault(int(idx), {})[name] = value
-                optimizer_state = {"state": per_param, "param_groups": meta["optimizer_param_groups"]}
+            optimizer_state = optimizer_state_from(tensors, meta.get("optimizer_param_groups"))
             trained = cls(
                 generator=generator, train_config=TrainConfig.from_dict(meta["train"]), release_info=meta["release"],
                 class_proportions=tensors["class_proportions"], losses=list(meta["losses"]),
@@ -247,6 +235,28 @@ class Trained:
             raise FormatError(f"{path} is not a well-formed mmgen checkpoint ({type(exc).__name__}: {exc}).") from None
         generator.eval()
         return trained
+
+
+def optimizer_tensors(state: dict | None, tensors: dict[str, torch.Tensor]) -> list | None:
+    """Adds an optimiser's per-parameter state to ``tensors`` as ``optim.<idx>.<key>``; returns its param groups."""
+    if state is None:
+        return None
+    for idx, per_param in state["state"].items():
+        for key, value in per_param.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return state["param_groups"]
+
+
+def optimizer_state_from(tensors: dict[str, torch.Tensor], param_groups: list | None) -> dict | None:
+    """The optimiser state written by :func:`optimizer_tensors` (None when the file holds none)."""
+    if param_groups is None:
+        return None
+    per_param: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            per_param.setdefault(int(idx), {})[name] = value
+    return {"state": per_param, "param_groups": param_groups}
 
 
 def _release_info(rel: Release) -> dict:

@@ -618,3 +618,31 @@ def test_digits_at_epsilon_10_beats_a_bar_that_shuffled_labels_cannot(digits):
     ctrl = train_vae(shuffled, noise_multiplier=sigma, delta=DELTA, noise_seed=0)
     xs, ys = ctrl.sample(2000, seed=1)
     assert mmgen.evaluate.evaluate(xs, ys, digits, metrics=("lr",))["logistic_regression"] < 0.5
+
+
+@pytest.mark.parametrize("canary_value", [0.0, 1.0])
+def test_a_record_added_at_the_front_moves_the_noisy_step_by_at_most_c(digits, tmp_path, canary_value):
+    """Adjacent npz files (one record added at the front, so every index shifts) through the real loader:
+    with the same batch otherwise and the noise fixed, DP-SGD's noisy gradient moves by at most C."""
+    from mmgen.vae.train import _private_records
+
+    x, y = digits.x_train[:120].numpy(), digits.y_train[:120].numpy()
+    canary = np.full((1, *x.shape[1:]), canary_value, np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=y, n_classes=10)
+    np.savez(tmp_path / "d1.npz", x=np.concatenate([canary, x]), y=np.concatenate([[3], y]), n_classes=10)
+    cfg = VAEConfig(hidden=(32,), latent_dim=4)
+    torch.manual_seed(0)
+    base = cfg.build(64, 10)
+    grads = []
+    for spec in ("d.npz", "d1.npz"):
+        u, labels = _private_records(mmgen.data.load(f"npz:{tmp_path / spec}"), clip=False)
+        model = copy.deepcopy(base)
+        dp = DPSGD(model, noise_multiplier=2.0, clip_norm=0.5, lr=1e-3, secure=False)
+        xi = torch.randn(120, 4, generator=torch.Generator().manual_seed(1))
+        if len(labels) == 121:  # the canary draws its own latent; the others keep theirs
+            xi = torch.cat([torch.randn(1, 4, generator=torch.Generator().manual_seed(2)), xi])
+        dp.noisy_gradient(u, labels, xi, torch.Generator().manual_seed(7))  # the same noise for both
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
+        dp.close()
+    moved = float((grads[0] - grads[1]).norm())
+    assert 0 < moved <= 0.5 * (1 + 1e-4), moved

@@ -201,13 +201,11 @@ class TrainedVAE:
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the model atomically (safetensors + JSON, no pickle)."""
         from ..release import content_hash, write_safetensors_atomic
+        from ..train import optimizer_tensors
 
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         tensors["class_proportions"] = self.class_proportions.to(torch.float64).contiguous()
-        if self.optimizer_state is not None:
-            for idx, state in self.optimizer_state["state"].items():
-                for key, value in state.items():
-                    tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        optimizer_tensors(self.optimizer_state, tensors)
         for i, v in enumerate(self.projector_state or []):
             tensors[f"projector.{i}"] = v.detach().cpu().contiguous()
         meta = self.metadata()
@@ -219,6 +217,7 @@ class TrainedVAE:
         """Reads and verifies a VAE file (never unpickles). Raises FormatError on anything else."""
         from ..files import expect
         from ..release import read_safetensors_checked
+        from ..train import optimizer_state_from
 
         expect(path, "vae", "TrainedVAE.load")
         tensors, meta = read_safetensors_checked(path, VAE_FORMAT, VAE_VERSION)
@@ -227,14 +226,7 @@ class TrainedVAE:
             d = meta["data"]
             model = config.build(math.prod(d["input_shape"]), int(d["n_classes"]))
             model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-            optimizer_state = None
-            if meta.get("optimizer_param_groups") is not None:
-                per_param: dict[int, dict] = {}
-                for key, value in tensors.items():
-                    if key.startswith("optim."):
-                        _, idx, name = key.split(".", 2)
-                        per_param.setdefault(int(idx), {})[name] = value
-                optimizer_state = {"state": per_param, "param_groups": meta["optimizer_param_groups"]}
+            optimizer_state = optimizer_state_from(tensors, meta.get("optimizer_param_groups"))
             vectors = sorted((int(k.split(".")[1]), v) for k, v in tensors.items() if k.startswith("projector."))
             out = cls(model, config, d, meta["privacy"], tensors["class_proportions"], int(meta["steps_done"]),
                       str(meta.get("run_id", "")), optimizer_state, [v for _, v in vectors] or None)  # fmt: skip
