@@ -361,6 +361,46 @@ def test_a_record_that_would_be_exceeded_refuses_before_the_data_is_read(trained
         evolve(trained, data, epsilon=10.0, config=EvolveConfig(rounds=3, population=50, samples=50), record=record2)
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_is_already_in_the_saved_record(val, trained, tmp_path, monkeypatch):
+    """A run stopped in round 2 has drawn a noisy histogram: its stage and the release are in the file already."""
+    real, calls = loop_module.noisy_histogram, []
+
+    def stop_in_round_two(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise _Interrupted("killed in round 2")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop_module, "noisy_histogram", stop_in_round_two)
+    path = tmp_path / "data.mmgen-budget.json"
+    record = BudgetRecord(path, delta=DELTA)  # the release is not in it yet
+    with pytest.raises(_Interrupted):
+        evolve(trained, val, epsilon=10.0, config=EvolveConfig(rounds=3, population=50, samples=50), noise_seed=0,
+               record=record, output="x.npz")  # fmt: skip
+    assert len(calls) == 2  # one noisy histogram was computed before the interruption
+    saved = BudgetRecord.load(path)
+    assert [e["stage"] for e in saved.entries] == ["release", "private-evolution"]
+    pe = saved.entries[-1]
+    assert pe["output"] == "x.npz" and pe["details"]["rounds"] == 3 and len(pe["noise_multipliers"]) == 3
+    assert saved.entries[0]["details"]["content_hash"] == trained.release_info["content_hash"]
+    assert saved.total_epsilon() == pytest.approx(10.0, abs=1e-6)  # the whole run is counted, not one round
+
+
+def test_data_refused_by_the_domain_checks_spends_nothing(val, trained, tmp_path):
+    bad = val.x_train[:200].clone()
+    bad[-1] = 2.0  # the last record is outside the declared domain [0, 1]: refused in the first pass
+    path = tmp_path / "bad.mmgen-budget.json"
+    record = BudgetRecord(path, delta=DELTA)
+    with pytest.raises(DataError):
+        evolve(trained, (bad, val.y_train[:200]), epsilon=10.0, record=record,
+               config=EvolveConfig(rounds=2, population=50, samples=50, batch_size=64))  # fmt: skip
+    assert len(record) == 0 and not path.exists()
+
+
 def test_a_public_generator_costs_nothing_on_this_data(val, trained):
     cfg = EvolveConfig(rounds=4, population=50, samples=50)
     ev = evolve(trained, val, epsilon=3.0, config=cfg, noise_seed=0, generator_public=True)

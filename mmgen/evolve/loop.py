@@ -264,6 +264,7 @@ def evolve(
     clip: bool = False,
     noise_seed: int | None = None,
     progress: bool = False,
+    output: str | os.PathLike | None = None,
     **options: Any,
 ) -> Evolved:
     """Runs Private Evolution on the private ``data`` with a generator as its API.
@@ -284,10 +285,13 @@ def evolve(
         generator_public: the generator was fitted to other (public) data, not a release of
             ``data``: its release is not counted against this data set.
         record: a :class:`~mmgen.privacy.BudgetRecord` of ``data``: checked before any data is
-            read, the stage appended after (and saved if the record has a file).
+            read; the stage (and the release, if the record lacks it) is appended, and saved if the record
+            has a file, once the first round's votes have passed the domain checks and before the first
+            noisy histogram is drawn, so that an interrupted run is counted.
         clip: clip records into the declared domain instead of refusing them.
         noise_seed: seeded (reproducible, unpublishable) histogram noise, for tests and benchmarks only.
         progress: log one line per round (INFO on the ``mmgen.evolve.loop`` logger).
+        output: the file the samples will be written to, kept in the record's entry (for the owner).
 
     Returns:
         :class:`Evolved`.
@@ -376,6 +380,17 @@ def evolve(
         t0 = time.perf_counter()
         cand = embed.codes(pop.x)  # public: the candidates
         counts = vote_counts(stream(), cand, pop.y, embed, k=config.k)
+        if t == 0 and record is not None:
+            # every record has passed the domain checks (a refused data set spends nothing) and no noisy
+            # histogram exists yet: the stage is recorded now, so that an interrupted run is counted
+            if unrecorded:  # the record must hold every stage spent on the data
+                add_release(record, info, "evolve")
+            record.add(stage="private-evolution", event=pe_event, epsilon=pe_epsilon, delta=delta,
+                       neighbouring=neighbouring, noise_multipliers=[sigma] * config.rounds, output=output,
+                       details={"rounds": config.rounds, "threshold": threshold, "k": config.k,
+                                "release": None if info is None else info.get("content_hash")})  # fmt: skip
+            if record.path is not None:
+                record.save()
         noisy = noisy_histogram(counts, k=config.k, noise_multiplier=sigma, neighbouring=neighbouring,
                                 noise_seed=None if noise_seed is None else noise_seed + t)  # fmt: skip
         del counts  # private: only the noisy histogram goes on
@@ -404,15 +419,7 @@ def evolve(
         "noise_source": NOISE_SOURCE if noise_seed is None else SEEDED_NOISE_SOURCE,
     }  # fmt: skip
     if record is not None:
-        if unrecorded:  # the record must hold every stage spent on the data
-            add_release(record, info, "evolve")
-        record.add(stage="private-evolution", event=pe_event, epsilon=pe_epsilon, delta=delta, neighbouring=neighbouring,
-                   noise_multipliers=[sigma] * config.rounds,
-                   details={"rounds": config.rounds, "threshold": threshold, "k": config.k,
-                            "release": None if info is None else info.get("content_hash")})  # fmt: skip
         privacy["data_set_total_epsilon"] = record.total_epsilon()
-        if record.path is not None:
-            record.save()
     return Evolved(pop.x, pop.y, pop.state, privacy, config.to_dict(), history)
 
 
