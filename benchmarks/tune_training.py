@@ -60,7 +60,8 @@ def main() -> None:
                     accs[k].append(acc[k])
             row = {
                 "features": spec, "estimator": estimator, "batch": batch, "steps": args.steps, "seeds": args.seeds,
-                "data": "digits, validation split of the training records (1,078 release / 360 held out)",
+                "data": "digits, validation split of the training records (per-record hash: "
+                        f"{len(val.y_train):,} release / {len(val.y_test):,} held out)",
                 "epsilon": EPSILON, "delta": DELTA, "neighbouring": "add-remove",
                 **{k: stats.mean(v) for k, v in accs.items()}, "per_seed": accs,
                 "seconds": round(time.perf_counter() - t0, 1),

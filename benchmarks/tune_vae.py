@@ -2,7 +2,7 @@
 
 Fashion-MNIST's *training* records are split 75 / 25 %
 (:meth:`mmgen.data.Dataset.validation_split`): the VAE is trained on the 75 %
-(45,000 records) and its samples are scored by logistic regression against the
+(about 45,000 records) and its samples are scored by logistic regression against the
 held-out 25 %; no test split is read. Total ε = 1, δ = 1e-5, add/remove-one,
 seeded noise (seed 0), one run per setting, each a change from the base.
 

@@ -112,6 +112,35 @@ def test_holdout_depends_on_each_record_alone(digits):
     assert np.array_equal(holdout_mask(x[perm], y[perm], 0.2), m[perm])
 
 
+def _sides(ds):
+    """Each side of a split as a multiset of records (bytes of x and y), so records are matched by content."""
+    from collections import Counter
+
+    def side(x, y):
+        return Counter(xi.numpy().tobytes() + yi.numpy().tobytes() for xi, yi in zip(x, y))
+
+    return side(ds.x_train, ds.y_train), side(ds.x_test, ds.y_test)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_validation_split_moves_no_other_record_when_one_is_added_at_the_front(tmp_path, digits, seed):
+    """A record at the front of an npz file (every index shifts), through the loader: the validation split's
+    sides differ by that record alone. (A permutation of N moved hundreds of records between the sides.)"""
+    x, y = digits.x_train.numpy(), digits.y_train.numpy()
+    canary = np.full((1, 1, 8, 8), 0.5, np.float32)
+    a = load_npz(_save(tmp_path / "a.npz", x, y, n_classes=10)[4:]).validation_split(0.25, seed=seed)
+    b = load_npz(_save(tmp_path / "b.npz", np.concatenate([canary, x]), np.concatenate([[3], y]), n_classes=10)[4:])
+    b = b.validation_split(0.25, seed=seed)
+    (a_kept, a_held), (b_kept, b_held) = _sides(a), _sides(b)
+    assert 0.2 < len(a.y_test) / len(y) < 0.3
+    added = (b_kept - a_kept) + (b_held - a_held)
+    moved = sum(((a_kept - b_kept) + (a_held - b_held)).values())  # records of a that left their side
+    assert moved == 0, f"{moved} records moved between the sides"
+    assert sum(added.values()) == 1 and next(iter(added)) == canary.tobytes() + np.int64(3).tobytes()
+    other = digits.validation_split(0.25, seed=seed + 1)  # the seed is part of the salt: another split
+    assert _sides(other) != _sides(digits.validation_split(0.25, seed=seed))
+
+
 def test_evaluate_needs_test_records_and_takes_a_second_file(tmp_path, digits, capsys):
     x, y = digits.x_train.numpy(), digits.y_train.numpy()
     spec = _save(tmp_path / "train.npz", x, y, n_classes=10)

@@ -16,7 +16,9 @@ import torch
 
 from ..errors import DataError
 
-__all__ = ["Dataset", "iter_batches"]
+__all__ = ["Dataset", "iter_batches", "VALIDATION_SALT"]
+
+VALIDATION_SALT = b"mmgen-validation-v1"  # public salt of Dataset.validation_split's per-record hash (plus the seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,30 +70,44 @@ class Dataset:
         """A tuning data set: part of the *training* records held out in place of the test split.
 
         Hyper-parameters chosen on it never see the real test split, so figures
-        reported on the test split stay honest.
+        reported on the test split stay honest. Each record's side is a keyed hash
+        of that record's own bytes (:func:`mmgen.data.loaders.holdout_mask`, with a
+        salt of its own and of ``seed``), never a permutation of N: adding or
+        removing one record moves no other record between the sides (privacy
+        contract, item 7), so the released side of a neighbouring data set is a
+        neighbouring data set.
 
         Args:
-            fraction: share of the training records held out, in (0, 1).
-            seed: public seed of the shuffle that picks them.
+            fraction: expected share of the training records held out, in (0, 1).
+            seed: public seed, part of the hash's salt (another seed, another split).
 
         Returns:
             A :class:`Dataset` named ``"<name>:validation"`` whose ``x_test``/``y_test`` are the
-            held-out training records and whose ``x_train``/``y_train`` are the rest.
+            held-out training records and whose ``x_train``/``y_train`` are the rest, both in their order.
+
+        Raises:
+            DataError: ``fraction`` is not in (0, 1), or a side would be empty.
 
         Example:
             >>> import mmgen
             >>> val = mmgen.data.load("digits").validation_split(0.25)
             >>> len(val.y_train), len(val.y_test)
-            (1078, 360)
+            (1071, 367)
         """
-        n = len(self.y_train)
-        if not (0 < fraction < 1) or not 1 <= round(n * fraction) < n:
-            raise DataError(f"`fraction` must leave records on both sides of a split of {n}. Got {fraction!r}.")
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
-        n_val = int(round(n * fraction))
-        keep, held = perm[n_val:].sort().values, perm[:n_val].sort().values
+        from .loaders import holdout_mask
+
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise DataError(f"`seed` must be an integer ≥ 0. Got {seed!r}.")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise DataError(f"`fraction` must be a number in (0, 1). Got {fraction!r}.")
+        salt = VALIDATION_SALT + seed.to_bytes(8, "big")
+        x, y = self.x_train.detach().cpu().numpy(), self.y_train.cpu().numpy()
+        held = torch.from_numpy(holdout_mask(x, y, fraction, salt=salt))  # (N,) bool: each record's own hash
+        if bool(held.all()) or not bool(held.any()):
+            raise DataError(f"`fraction` {fraction!r} left one side of the split of the {len(held)} training "
+                            "records empty; use a fraction nearer 0.5 or more records.")  # fmt: skip
         return dataclasses.replace(
-            self, name=f"{self.name}:validation", x_train=self.x_train[keep], y_train=self.y_train[keep],
+            self, name=f"{self.name}:validation", x_train=self.x_train[~held], y_train=self.y_train[~held],
             x_test=self.x_train[held], y_test=self.y_train[held],
         )  # fmt: skip
 
