@@ -648,15 +648,15 @@ def cmd_vae(args) -> None:
     except ValueError:
         raise MMGenError(f"--hidden must be comma-separated integers. Got {args.hidden!r}.") from None
     reserve, config = (), None
-    if resume is None:
+    if args.per_record_epsilon is not None:  # a later stage: the total must leave room for it (on resume too)
         import dp_accounting
 
         from .privacy import noise_multiplier_for
 
+        reserve = (dp_accounting.GaussianDpEvent(noise_multiplier_for(args.per_record_epsilon, args.delta)),)
+    if resume is None:
         input_dim = None
         posterior_std = args.posterior_std if args.posterior_std is not None else VAE_DEFAULTS["posterior_std"]
-        if args.per_record_epsilon is not None:
-            reserve = (dp_accounting.GaussianDpEvent(noise_multiplier_for(args.per_record_epsilon, args.delta)),)
         config_args = dict(epochs=args.epochs, sampling_rate=args.sampling_rate, clip_norm=args.clip_norm, lr=args.lr,
                            latent_dim=args.latent_dim, hidden=hidden, lipschitz=not args.no_lipschitz,
                            encoder_lipschitz=args.encoder_lipschitz, decoder_lipschitz=args.decoder_lipschitz,
@@ -678,8 +678,7 @@ def cmd_vae(args) -> None:
         config = VAEConfig(**config_args, posterior_std=posterior_std)
         print(f"mmgen: DP-SGD: {config.steps} steps at sampling rate {config.sampling_rate:g}, clip norm "
               f"{config.clip_norm:g}; calibrating the noise to total epsilon {args.epsilon:g} ...", file=sys.stderr)  # fmt: skip
-    vae = train_vae(ds, epsilon=None if resume else args.epsilon, delta=args.delta,
-                    noise_multiplier=resume.privacy["stages"][-1]["noise_multiplier"] if resume else None,
+    vae = train_vae(ds, epsilon=args.epsilon, delta=args.delta,  # on resume, epsilon is checked as the total
                     config=config, warm_start=warm, generator_public=args.generator_public,
                     neighbouring=args.neighbouring, record=record, clip=args.clip, progress=not args.quiet,
                     checkpoint=out, resume=resume, reserve=reserve)  # fmt: skip

@@ -141,3 +141,28 @@ def test_resume_continues_an_unfinished_model_without_a_second_charge(spec, tmp_
     assert resumed.finished and resumed.run_id == vae.run_id and resumed.privacy == vae.privacy
     record = BudgetRecord.load(spec.with_name(spec.name + ".mmgen-budget.json"))
     assert [e["details"]["run_id"] for e in record.entries].count(vae.run_id) == 1
+
+
+def test_resume_checks_the_total_with_the_later_stages_it_adds(tmp_path, capsys):
+    """Issue 20 (minor 2): `--resume --per-record-epsilon` once took a data set to epsilon 1.461 under --epsilon 1."""
+    ds = mmgen.data.load("digits")
+    data = tmp_path / "own.npz"  # its own budget record, beside it
+    np.savez(data, x=ds.x_train[:300].numpy(), y=ds.y_train[:300].numpy(), n_classes=10)
+    out, samples = tmp_path / "m.vae", tmp_path / "p.npz"
+    base = ["vae", "--data", f"npz:{data}", "--epsilon", "1", "--out", str(out), "--neighbouring", "replace-one", *FAST]
+    assert cli.main(base) == 0
+    vae = TrainedVAE.load(out)
+    assert vae.epsilon == pytest.approx(1.0, rel=1e-3)  # the whole total went to DP-SGD
+    unfinished = dataclasses.replace(vae, steps_done=2)
+    unfinished.optimizer_state = None
+    unfinished.save(out)
+    _one_line_error(capsys, [*base, "--resume", "--per-record-epsilon", "0.5", "--per-record-out", str(samples)],
+                    "above --epsilon 1")  # fmt: skip
+    assert not samples.exists() and TrainedVAE.load(out).steps_done == 2
+    record = BudgetRecord.load(data.with_name(data.name + ".mmgen-budget.json"))
+    assert [e["stage"] for e in record.entries] == ["dp-sgd"] and record.total_epsilon() <= 1 * (1 + 1e-9)
+    # a lower --epsilon than already spent is refused too; the same total resumes
+    lower = list(base)
+    lower[lower.index("--epsilon") + 1] = "0.5"
+    _one_line_error(capsys, [*lower, "--resume"], "above --epsilon 0.5")
+    assert cli.main([*base, "--resume"]) == 0 and TrainedVAE.load(out).finished

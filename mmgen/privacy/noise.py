@@ -1,4 +1,30 @@
-"""Noise sources: OpenDP's floating-point-safe Gaussian for releases, fast samplers for simulations and tests.
+"""Private randomness: every random draw that touches private data comes from this module.
+
+Release noise, Private Evolution's histogram noise, the per-record mechanism's
+noise (all through :func:`opendp_gaussian`), DP-SGD's Poisson masks, its
+gradient noise and the VAE's latent draws on private records
+(:class:`PrivateStreams`), and the order in which per-record outputs are
+written (:meth:`PrivateStreams.permutation`). Randomness that never meets a
+private record (feature frequencies, network initialisation, a generator's
+latents) is public, reproducible from a seed stored in the file, and lives
+with its component. ``tests/test_randomness.py`` lists every ``manual_seed``,
+``Generator(`` and ``default_rng(`` call in the modules that read private data
+and fails on one outside this module that it does not know to be public.
+
+Entropy sources, with their bit counts:
+
+* OpenDP's samplers: OpenSSL's ``RAND_priv_bytes`` (a CSPRNG seeded by the OS;
+  256-bit security strength).
+* :class:`PrivateStreams`: one **fresh** torch CPU generator per purpose and
+  per step, whose whole Mersenne-Twister state (624 words, 19,968 bits) is read
+  from ``os.urandom``. Never ``manual_seed``: torch's CPU generator keeps only
+  the low 32 bits of a seed, so two seeds that agree on them replay one stream
+  (this made DP-SGD's noise replay its Poisson sample's stream once). The
+  purposes (``"poisson-mask"``, ``"latent"``, ``"dp-sgd-noise"``, ...) never
+  share a state, so the streams are independent.
+* Test-only streams (``test_seed`` given): the full state is derived from
+  NumPy's ``SeedSequence`` of the seed, the purpose and the step (so seeds
+  that differ above bit 32 differ); outputs are marked unfit for publication.
 
 **Publishable noise** (:func:`opendp_gaussian`) is OpenDP's Gaussian mechanism
 on a float vector, ``opendp.measurements.make_gaussian`` over
@@ -63,12 +89,13 @@ import torch
 from ..errors import PrivacyError
 
 __all__ = [
-    "NOISE_SOURCE", "SEEDED_NOISE_SOURCE", "K_MIN", "opendp_gaussian", "opendp_rho", "sampler_sensitivity",
+    "ENTROPY_SOURCE", "PrivateStreams", "NOISE_SOURCE", "SEEDED_NOISE_SOURCE", "K_MIN", "opendp_gaussian", "opendp_rho", "sampler_sensitivity",
     "secure_standard_normal", "seeded_standard_normal",
 ]  # fmt: skip
 
 NOISE_SOURCE = "opendp discrete Gaussian (k=-1074, OpenSSL RAND_priv_bytes)"
 SEEDED_NOISE_SOURCE = "seeded (test only)"
+ENTROPY_SOURCE = "os.urandom, 19,968 bits per torch generator (fresh Mersenne-Twister state per purpose and step)"
 K_MIN = -1074  # log2 of the smallest gap between doubles (subnormal spacing): OpenDP's default k for f64
 
 
@@ -187,3 +214,80 @@ def secure_standard_normal(shape: tuple[int, ...]) -> torch.Tensor:
 def seeded_standard_normal(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """Reproducible N(0, 1) float64 samples, for tests only (never for a publishable release)."""
     return torch.from_numpy(np.random.default_rng(seed).standard_normal(shape))
+
+
+_MT_WORDS = 624  # the Mersenne-Twister state: 624 words of 32 bits
+_MT_OFFSET = 24  # bytes before the state words in torch's CPU generator state (seed, left, seeded, next)
+
+
+def _purpose_code(purpose: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "little")
+
+
+class PrivateStreams:
+    """Independent random streams for one stage's draws on private data (DP-SGD's masks, noise and latents).
+
+    Each call of :meth:`generator` returns a new torch CPU generator whose whole
+    Mersenne-Twister state (19,968 bits) is read from ``os.urandom``, so draws
+    for different purposes or steps share no state and a run's randomness is
+    not fixed by any short seed. With ``test_seed`` the state is derived from
+    ``numpy.random.SeedSequence((test_seed, purpose, *index))`` instead:
+    reproducible, for tests and benchmarks only (``publishable`` is False).
+
+    Args:
+        test_seed: None (OS entropy: the publishable path) or an integer ≥ 0 (reproducible, not for publication).
+
+    Example:
+        >>> a, b = PrivateStreams(test_seed=1), PrivateStreams(test_seed=1 + 2**32)
+        >>> bool(torch.equal(torch.rand(4, generator=a.generator("x", 0)), torch.rand(4, generator=b.generator("x", 0))))
+        False
+    """
+
+    def __init__(self, *, test_seed: int | None = None) -> None:
+        if test_seed is not None and (isinstance(test_seed, bool) or not isinstance(test_seed, int) or test_seed < 0):
+            raise PrivacyError(f"`test_seed` must be None or an integer ≥ 0. Got {test_seed!r}.")
+        self.test_seed = test_seed
+
+    @property
+    def publishable(self) -> bool:
+        """True when the draws come from OS entropy (no seed exists anywhere)."""
+        return self.test_seed is None
+
+    @property
+    def source(self) -> str:
+        """The entropy source, as written into files."""
+        return ENTROPY_SOURCE if self.publishable else "numpy SeedSequence of a test seed (reproducible; not for publication)"
+
+    def _words(self, purpose: str, index: tuple[int, ...]) -> np.ndarray:
+        if self.test_seed is None:
+            return np.frombuffer(os.urandom(4 * _MT_WORDS), dtype=np.uint32)
+        key = (int(self.test_seed), _purpose_code(purpose), *(int(i) for i in index))
+        return np.random.SeedSequence(key).generate_state(_MT_WORDS, np.uint32)
+
+    def generator(self, purpose: str, *index: int) -> torch.Generator:
+        """A fresh torch CPU generator for ``purpose`` (and e.g. the step ``index``), its full state set at once."""
+        words = self._words(purpose, tuple(index))
+        if not words.any():  # the one invalid Mersenne-Twister state (probability 2^-19968)
+            words = words.copy()
+            words[0] = 1
+        gen = torch.Generator()
+        gen.manual_seed(0)  # only to get a well-formed state whose caches are empty; every state word is replaced
+        state = gen.get_state().numpy().copy()
+        state[:8] = 0  # the "initial seed" field: no seed exists
+        state[_MT_OFFSET : _MT_OFFSET + 8 * _MT_WORDS] = np.frombuffer(words.astype(np.uint64).tobytes(), np.uint8)
+        gen.set_state(torch.from_numpy(state))
+        return gen
+
+    def poisson_mask(self, n: int, rate: float, step: int) -> torch.Tensor:
+        """(n,) bool: each of ``n`` records joins step ``step``'s batch independently with probability ``rate``."""
+        return torch.rand(int(n), generator=self.generator("poisson-mask", step), dtype=torch.float64) < float(rate)
+
+    def normal(self, shape: tuple[int, ...], purpose: str, step: int) -> torch.Tensor:
+        """Standard normal float32 draws for ``purpose`` at ``step`` (e.g. a VAE's latents on private records)."""
+        return torch.randn(shape, generator=self.generator(purpose, step))
+
+    def permutation(self, n: int, purpose: str = "output-order") -> torch.Tensor:
+        """A uniformly random permutation of ``range(n)`` (the order in which private outputs are written)."""
+        return torch.randperm(int(n), generator=self.generator(purpose))

@@ -40,9 +40,9 @@ from ..errors import MMGenError, PrivacyError
 from ..privacy import dp_event, epsilon_for, gaussian_mechanism, noise_multiplier_for
 from ..privacy.ledger import composed_epsilon, dp_sgd_event
 from ..privacy.mechanism import NORM_SLACK
-from ..privacy.noise import NOISE_SOURCE, SEEDED_NOISE_SOURCE
+from ..privacy.noise import NOISE_SOURCE, SEEDED_NOISE_SOURCE, PrivateStreams
 from .nets import domain_diameter, lipschitz_bound
-from .train import TrainedVAE, _private_records, _public
+from .train import TrainedVAE, _private_records, _public, stage_events
 
 __all__ = ["per_record_sensitivity", "per_record_std", "per_record_samples", "save_per_record", "stage_events",
            "PER_RECORD_FORMAT"]  # fmt: skip
@@ -58,17 +58,6 @@ def per_record_sensitivity(encoder_lipschitz: float, input_dim: int) -> float:
 def per_record_std(encoder_lipschitz: float, input_dim: int, epsilon: float, delta: float) -> float:
     """s = σ(ε, δ)·Δ: the posterior standard deviation that makes one record's output (ε, δ)-DP."""
     return noise_multiplier_for(epsilon, delta) * per_record_sensitivity(encoder_lipschitz, input_dim)
-
-
-def stage_events(privacy: dict) -> list[dp_accounting.DpEvent]:
-    """The dp-accounting events of the stages in a model's or samples' privacy dict."""
-    out = []
-    for s in privacy["stages"]:
-        if s["stage"] == "dp-sgd":
-            out.append(dp_sgd_event(s["noise_multiplier"], s["sampling_rate"], s["steps"]))
-        else:
-            out.append(dp_event(s["noise_multipliers"]))
-    return out
 
 
 def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | None = None, record=None,
@@ -120,8 +109,7 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
     y_out = noisy[:, k:].argmax(dim=1)
     model.eval()
     x_out = vae.decode(noisy[:, :k].float(), y_out)
-    perm_seed = secrets.randbits(63) if noise_seed is None else noise_seed + 11
-    order = torch.randperm(len(y_out), generator=torch.Generator().manual_seed(perm_seed))
+    order = PrivateStreams(test_seed=noise_seed).permutation(len(y_out))  # full-entropy order of the outputs
     own = epsilon_for(sigma, delta)
     privacy = {
         "epsilon": composed_epsilon(stage_events(vae.privacy) + [event], delta, "replace-one"), "delta": delta,

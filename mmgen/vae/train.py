@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import time
 import uuid
 import warnings
@@ -41,6 +40,7 @@ import torch
 from ..config import Config
 from ..errors import DataError, FormatError, MMGenError, PrivacyError
 from ..privacy import check_neighbouring, dp_event
+from ..privacy.noise import PrivateStreams
 from ..privacy.ledger import (add_release, composed_epsilon, dp_sgd_event, noise_multiplier_within, release_in_record,
                               release_stage)  # fmt: skip
 from .nets import VAE, Projector, domain_diameter, lipschitz_bound, project_
@@ -50,8 +50,11 @@ __all__ = ["VAEConfig", "TrainedVAE", "DPSGD", "train_vae", "VAE_FORMAT", "VAE_V
 log = logging.getLogger(__name__)
 VAE_FORMAT = "mmgen.vae"
 VAE_VERSION = 1
-NOISE_SOURCE = "opacus secure_mode (sum of 4 draws, Holohan & Braghin 2021) from a torch generator seeded by os.urandom"
-SEEDED_NOISE_SOURCE = "seeded torch generator (reproducible; tests and benchmarks only, not for publication)"
+NOISE_SOURCE = ("opacus secure_mode (sum of 4 draws, Holohan & Braghin 2021) from a torch generator whose whole "
+                "Mersenne-Twister state (19,968 bits) is read from os.urandom, fresh every step; Poisson masks and "
+                "latents from independent generators of the same kind")  # fmt: skip
+SEEDED_NOISE_SOURCE = ("torch generators whose states derive from a test seed (numpy SeedSequence): reproducible; tests "
+                       "and benchmarks only, not for publication")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,6 +346,29 @@ class DPSGD:
         self.module._close()
 
 
+def stage_events(privacy: dict) -> list:
+    """The dp-accounting events of the stages in a model's or samples' privacy dict."""
+    out = []
+    for s in privacy["stages"]:
+        if s["stage"] == "dp-sgd":
+            out.append(dp_sgd_event(s["noise_multiplier"], s["sampling_rate"], s["steps"]))
+        else:
+            out.append(dp_event(s["noise_multipliers"]))
+    return out
+
+
+def _check_resumed_total(privacy: dict, record, epsilon: float, reserve, neighbouring: str) -> None:
+    """Refuses a resume whose stages so far, with the later ones in ``reserve``, exceed the total ``epsilon``.
+
+    The stages so far are the budget record's (every stage on the data set) when one is given, else the model's own.
+    """
+    spent = record.events() if record is not None else stage_events(privacy)
+    after = composed_epsilon(spent + list(reserve), privacy["delta"], neighbouring)
+    if after > float(epsilon) * (1 + 1e-9):
+        raise PrivacyError(f"Refused: resuming with the later stages asked for brings the total epsilon to {after:.4g} "
+                           f"at delta={privacy['delta']:g}, above --epsilon {float(epsilon):g}; nothing was read.")  # fmt: skip
+
+
 def _accounting(config: VAEConfig, info: dict | None, record, *, epsilon, noise_multiplier, delta: float,
                 neighbouring: str, reserve, noise_seed) -> tuple[float, Any, list, dict]:  # fmt: skip
     """σ, DP-SGD's event, the release events missing from ``record``, and the model's privacy dict.
@@ -426,7 +452,8 @@ def train_vae(
         noise_seed: seeded sampling and noise (reproducible, not for publication): tests and benchmarks only.
         progress: log progress (INFO on ``mmgen.vae.train``): step counts and time only.
         checkpoint: a file written every tenth of the run, from which ``resume`` continues.
-        resume: an unfinished :class:`TrainedVAE` (its checkpoint) to continue; its accounting is kept.
+        resume: an unfinished :class:`TrainedVAE` (its checkpoint) to continue; its accounting (σ) is kept, and
+            ``epsilon``, when given, is checked again as the total with the stages in ``reserve``.
         reserve: dp-accounting events of later stages on the same data (the per-record mode's Gaussian)
             that ``epsilon`` must leave room for.
 
@@ -459,6 +486,10 @@ def train_vae(
         sigma = privacy["stages"][-1]["noise_multiplier"]
         if record is not None and not any((e.get("details") or {}).get("run_id") == run_id for e in record.entries):
             raise PrivacyError("The run to resume is not in this budget record: resume with the record it started with.")
+        if noise_multiplier is not None and float(noise_multiplier) != sigma:
+            raise MMGenError(f"A resumed run keeps its noise multiplier {sigma:.6g}; got {noise_multiplier!r}.")
+        if epsilon is not None:  # the total still binds: later stages (reserve) must fit beside what was spent
+            _check_resumed_total(privacy, record, epsilon, reserve, neighbouring)
     else:
         run_id = uuid.uuid4().hex
         info = None if warm_start is None or generator_public else warm_start.release_info
@@ -502,17 +533,17 @@ def train_vae(
     project = Projector(model, seed=config.seed + 1)
     if resume is not None and resume.projector_state is not None:
         project.vectors = [v.clone() for v in resume.projector_state]
-    secret = secrets.randbits(62)
+    # every draw on private records comes from mmgen.privacy.noise: per step, three independent streams, each a
+    # fresh generator with its whole state from os.urandom (from the test seed, the step and the purpose in tests,
+    # so a resumed run repeats exactly)
+    streams = PrivateStreams(test_seed=noise_seed)
     every = max(1, steps // 10)
     t0 = time.perf_counter()
     try:
         for step in range(done, steps):
-            # sampling and noise: seeded per step in tests (a resumed run repeats exactly), else from OS entropy
-            seed = (noise_seed * 1_000_003 + step) % 2**62 if noise_seed is not None else secret + step
-            draw = torch.Generator().manual_seed(seed)
-            mask = torch.rand(len(y), generator=draw) < config.sampling_rate  # Poisson sampling
-            xi = torch.randn(int(mask.sum()), model.latent_dim, generator=draw)
-            dpsgd.noisy_gradient(u[mask], y[mask], xi, torch.Generator().manual_seed(seed + 2**62))
+            mask = streams.poisson_mask(len(y), config.sampling_rate, step)
+            xi = streams.normal((int(mask.sum()), model.latent_dim), "latent", step)
+            dpsgd.noisy_gradient(u[mask], y[mask], xi, streams.generator("dp-sgd-noise", step))
             dpsgd.step()
             project()
             result.steps_done = step + 1
