@@ -1,15 +1,18 @@
 """A release computed across several processes with ``torch.distributed``.
 
 Each rank r holds a disjoint shard of the private records and computes the
-exact class-conditional sums of its shard with :func:`mmgen.release.accumulate`:
+exact class-conditional sums of its shard with
+:func:`mmgen.release.accumulate_fixed_point` (int64, in units of the grid
+``2^-32`` of :mod:`mmgen.privacy.bounds`):
 
     S_k^{(r)}[c] = Σ_{i ∈ shard r, y_i = c} φ_k(x_i),      n^{(r)}_c = #{i ∈ shard r : y_i = c}
 
-One ``gather`` of the float64 vectors ``v^{(r)} = [S_0^{(r)}, …, S_K^{(r)}, n^{(r)}]``
+One ``gather`` of the int64 vectors ``v^{(r)} = [S_0^{(r)}, …, S_K^{(r)}, n^{(r)}]``
 to rank 0 of the group (the *noising rank*) lets that rank alone form
-``S_k = Σ_r S_k^{(r)}`` and ``n = Σ_r n^{(r)}`` (summed in float64 in rank
-order: the sums one process would get over the whole data up to
-floating-point summation order). It then calls :func:`mmgen.release.finalize`,
+``S_k = Σ_r S_k^{(r)}`` and ``n = Σ_r n^{(r)}`` in int64, exactly, and convert
+them to float64 once: bit for bit the sums one process gets over the whole data
+(a float64 sum of per-shard float64 totals would round once a class's sums pass
+2^21, i.e. 2^53 grid units). It then calls :func:`mmgen.release.finalize`,
 which adds the Gaussian noise once: the mechanism, its sensitivity and
 (ε, δ) are exactly those of :func:`mmgen.release.release` on the union of
 the shards.
@@ -23,7 +26,7 @@ gather, which leaves in each rank's buffer partial sums over subsets of
 ranks and the *exact total* of one 1/W-th of the coordinates, and NCCL's
 ring/tree reduce likewise passes partial sums through intermediate ranks.
 The price is memory on the noising rank: W vectors of ``Σ_k C·D_k + C``
-float64 values during the exchange.
+int64 values during the exchange.
 
 Trust boundary: the noising rank sees every shard's exact sums and the exact
 totals before noise; the exact per-shard sums travel, unencrypted, over the
@@ -51,7 +54,8 @@ from .data.base import as_batches
 from .errors import DataError, MMGenError, PrivacyError
 from .features import FeatureMap, default_budget_split
 from .privacy import check_epsilon_delta, check_neighbouring, split_noise_multipliers
-from .release import DEFAULT_COUNT_WEIGHT, Release, _feature_maps, accumulate, finalize
+from .privacy.bounds import from_fixed_point
+from .release import DEFAULT_COUNT_WEIGHT, Release, _feature_maps, accumulate_fixed_point, finalize
 
 __all__ = ["release_distributed"]
 
@@ -67,30 +71,40 @@ def _noising_rank(group) -> int:
     return dist.get_global_rank(group, 0) if group is not None else 0
 
 
-def _gather_sums(sums: list[torch.Tensor], counts: torch.Tensor, group, device: torch.device) -> torch.Tensor | None:
+def _gather_sums(sums: list[torch.Tensor], counts: torch.Tensor, group,
+                 device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor] | None:  # fmt: skip
     """Sends this rank's exact sums to the noising rank; returns their totals there and ``None`` elsewhere.
 
-    The vector ``[S_0^{(r)}, …, S_K^{(r)}, n^{(r)}]`` (float64, Σ_k C·D_k + C values) goes
-    point-to-point to the noising rank (``dist.gather``), which sums the W vectors in rank
-    order on the CPU. No other rank receives anything. Every buffer of exact sums that is
-    not returned (this rank's vector, the gathered vectors, ``sums`` and ``counts``) is
-    zeroed before returning.
+    The int64 vector ``[S_0^{(r)}, …, S_K^{(r)}, n^{(r)}]`` (fixed-point sums and counts,
+    Σ_k C·D_k + C values) goes point-to-point to the noising rank (``dist.gather``), which
+    adds the W vectors in int64 (exact, so the order does not matter) and converts the
+    totals once: ``(sums, counts)``, one (C, D_k) float64 tensor per map and a (C,) float64
+    tensor, as :func:`mmgen.release.accumulate` returns them for the whole data. No other
+    rank receives anything. Every buffer of exact sums that is not returned (this rank's
+    vector, the gathered vectors and their int64 total, ``sums`` and ``counts``) is zeroed
+    before returning.
     """
-    flat = torch.cat([s.reshape(-1) for s in sums] + [counts]).to(device)  # float64: Σ_k C·D_k + C
+    flat = torch.cat([s.reshape(-1) for s in sums] + [counts]).to(torch.int64).to(device)  # Σ_k C·D_k + C
     noising = dist.get_rank(group) == 0
     parts = [torch.empty_like(flat) for _ in range(dist.get_world_size(group))] if noising else None
     dist.gather(flat, gather_list=parts, dst=_noising_rank(group), group=group)
-    total = None
+    result = None
     if noising:
-        total = parts[0].cpu().clone()
-        for part in parts[1:]:  # rank order: the same summation order on every run
-            total += part.cpu()
+        total = torch.zeros(flat.shape, dtype=torch.int64)
+        for part in parts:
+            total += part.cpu()  # int64: exact (no overflow while every class holds fewer than 2^31 records)
+        out, offset = [], 0
+        for s in sums:
+            out.append(from_fixed_point(total[offset : offset + s.numel()]).view(s.shape))
+            offset += s.numel()
+        result = (out, total[offset:].to(torch.float64))
+        total.zero_()
         for part in parts:
             part.zero_()
     flat.zero_()
     for t in list(sums) + [counts]:
         t.zero_()
-    return total
+    return result
 
 
 def _check_same_everywhere(config: dict, group, device: torch.device) -> None:
@@ -200,25 +214,23 @@ def release_distributed(
     _check_same_everywhere(public, group, device)
 
     batches = as_batches((x, y) if isinstance(x, torch.Tensor) else x, batch_size)
-    sums, counts = accumulate(batches, fmaps, n_classes, input_shape, bounds, clip=clip)
-    flat = _gather_sums(sums, counts, group, device)  # the one exchange of private (exact) sums
-    empty = torch.tensor([int(flat is not None and float(flat[-n_classes:].sum()) == 0)], device=device)
+    sums, counts = accumulate_fixed_point(batches, fmaps, n_classes, input_shape, bounds, clip=clip)
+    gathered = _gather_sums(sums, counts, group, device)  # the one exchange of private (exact) sums
+    empty = torch.tensor([int(gathered is not None and float(gathered[1].sum()) == 0)], device=device)
     dist.broadcast(empty, src=_noising_rank(group), group=group)  # one public bit: was there any record?
     if int(empty.item()):
         raise DataError("The data is empty on every rank: a release needs at least one record.")
-    if flat is None:  # not the noising rank: it sent its own sums and holds nothing else
+    if gathered is None:  # not the noising rank: it sent its own sums and holds nothing else
         return None
-    total, offset = [], 0
-    for s in sums:
-        total.append(flat[offset : offset + s.numel()].view_as(s))
-        offset += s.numel()
+    total, total_counts = gathered
     try:
         rel = finalize(
-            total, flat[offset:], fmaps, epsilon=epsilon, delta=delta, neighbouring=neighbouring,
+            total, total_counts, fmaps, epsilon=epsilon, delta=delta, neighbouring=neighbouring,
             budget_split=shares, count_weight=count_weight, noise_seed=noise_seed, schema=schema,
         )  # fmt: skip
     finally:
-        flat.zero_()  # the exact totals live only until the noise is added
+        for t in total + [total_counts]:
+            t.zero_()  # the exact totals live only until the noise is added
     rel.metadata["distributed"] = {"world_size": dist.get_world_size(group), "backend": str(dist.get_backend(group))}
     if path is not None:
         rel.save(Path(path))

@@ -49,7 +49,8 @@ from .privacy import (
     split_noise_multipliers,
 )
 
-__all__ = ["Release", "Statistic", "release", "accumulate", "finalize", "FORMAT", "FORMAT_VERSION", "DEFAULT_COUNT_WEIGHT"]
+__all__ = ["Release", "Statistic", "release", "accumulate", "accumulate_fixed_point", "finalize", "FORMAT",
+           "FORMAT_VERSION", "DEFAULT_COUNT_WEIGHT"]  # fmt: skip
 
 _CHUNK_ELEMENTS = 1 << 23  # float64 feature values held at once on the release path (64 MiB)
 FORMAT = "mmgen.release"
@@ -505,11 +506,33 @@ def accumulate(
     clip: bool = False,
     progress: bool = False,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The exact (un-noised) class-conditional sums and counts of a stream of batches.
+    """The exact (un-noised) class-conditional sums and counts of a stream of batches, as float64.
+
+    :func:`accumulate_fixed_point` (read its notes), converted once: each sum by
+    :func:`~mmgen.privacy.bounds.from_fixed_point`, the counts to float64.
+
+    Returns:
+        ``(sums, counts)``: one (C, D_k) float64 tensor per feature map and a (C,) float64 tensor.
+    """
+    sums, counts = accumulate_fixed_point(batches, fmaps, n_classes, input_shape, bounds, clip=clip, progress=progress)
+    return [from_fixed_point(acc) for acc in sums], counts.to(torch.float64)
+
+
+def accumulate_fixed_point(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    fmaps: Sequence[FeatureMap],
+    n_classes: int,
+    input_shape: Sequence[int],
+    bounds: tuple[float, float],
+    *,
+    clip: bool = False,
+    progress: bool = False,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The exact (un-noised) class-conditional sums and counts of a stream of batches, as int64.
 
     This is the only place the private records are read. Its outputs are
-    private: they must go through :func:`finalize` (which adds the noise)
-    before anything leaves the process.
+    private: they must go through :func:`finalize` (which adds the noise; convert
+    them first, as :func:`accumulate` does) before anything leaves the process.
 
     Every record's features are computed at the map's release precision
     (:meth:`~mmgen.features.FeatureMap.release_features`, float64 where the map
@@ -518,8 +541,12 @@ def accumulate(
     sums are exact and do not depend on the order or the batching of the
     records, so one record added or removed moves them by that record's row alone.
 
+    Sums of several disjoint parts of the data (shards) add up exactly in int64, and
+    give the sums of the whole (:mod:`mmgen.distributed`).
+
     Returns:
-        ``(sums, counts)``: one (C, D_k) float64 tensor per feature map and a (C,) float64 tensor.
+        ``(sums, counts)``: one (C, D_k) int64 tensor per feature map, in units of the grid
+        ``2^-FRACTION_BITS``, and the (C,) int64 counts.
 
     Raises:
         DataError: a batch is malformed, or a feature map produced NaN or inf (named by statistic).
@@ -559,7 +586,7 @@ def accumulate(
         from mmgen.kernels.rff import clear_workspace
 
         clear_workspace()  # the kernels' reused buffer holds features of the last private chunk
-    return [from_fixed_point(acc) for acc in sums], counts.to(torch.float64)
+    return sums, counts
 
 
 def finalize(

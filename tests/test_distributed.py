@@ -1,11 +1,11 @@
-"""A release over 2 processes (gloo, CPU) equals the one-process release up to summation order, and only the
-noising rank (rank 0) ever holds the exact totals."""
+"""A release over 2 processes (gloo, CPU) equals the one-process release bit for bit (the shards' int64
+fixed-point sums add up exactly), and only the noising rank (rank 0) ever holds the exact totals."""
 
 from __future__ import annotations
 
 import json
-import math
 import socket
+import sys
 
 import pytest
 import torch
@@ -16,7 +16,8 @@ import mmgen
 from mmgen.data.base import as_batches
 from mmgen.distributed import release_distributed
 from mmgen.errors import MMGenError
-from mmgen.release import accumulate
+from mmgen.privacy.bounds import FRACTION_BITS
+from mmgen.release import accumulate_fixed_point
 
 WORLD = 2
 SETTINGS = dict(epsilon=2.0, delta=1e-5, n_classes=10, noise_seed=7, data_name="digits")
@@ -71,7 +72,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         ds = mmgen.data.load_digits()
         x, y = ds.x_train[rank::WORLD], ds.y_train[rank::WORLD]  # disjoint shards (719 and 718 records)
         # This rank's own exact sums, computed as release_distributed computes them (same batches, same threads).
-        sums, counts = accumulate(as_batches((x, y), 4096), [_fmap()], 10, (1, 8, 8), (0.0, 1.0))
+        sums, counts = accumulate_fixed_point(as_batches((x, y), 4096), [_fmap()], 10, (1, 8, 8), (0.0, 1.0))
         own = torch.cat([s.reshape(-1) for s in sums] + [counts])
         log: list = []
         _record_collectives(log)
@@ -110,29 +111,28 @@ def test_two_process_release_equals_single_process(tmp_path):
     assert got.schema["n_classes"] == want.schema["n_classes"] and got.input_shape == want.input_shape
     (g,), (w,) = got.statistics, want.statistics
     assert g.noise_std == w.noise_std and g.feature_spec == w.feature_spec
-    # Same seeded noise; the exact sums differ only by summation order (~1e-13), then both are snapped
-    # to a grid of spacing 2^(ceil(log2 σΔ) - 20): allow one grid step (plus float32 storage rounding).
-    step = 2.0 ** (math.ceil(math.log2(g.noise_std)) - 20)
-    torch.testing.assert_close(g.sums.double(), w.sums.double(), rtol=1e-6, atol=1.01 * step)
-    torch.testing.assert_close(g.counts.double(), w.counts.double(), rtol=1e-6, atol=1.01 * step)
+    # Same seeded noise, and the exact totals are the one-process totals bit for bit (int64 sums add exactly)
+    # (the file stores float32: compare in its dtype)
+    assert torch.equal(g.sums, w.sums.to(g.sums.dtype)) and torch.equal(g.counts, w.counts.to(g.counts.dtype))
     assert not got.for_publication
 
     # Only the noising rank (0) may hold the exact totals. Every tensor rank 1 handed to or got back from a
     # collective is either its own shard's exact sums, unchanged, or a small public integer tensor (the
     # settings digest, the "any record?" bit). An all-reduce, or a ring/tree reduce, leaves totals or
     # partial sums of other ranks in rank 1's buffer and fails here.
-    sums, counts = accumulate(as_batches((ds.x_train, ds.y_train), 4096), [_fmap()], 10, (1, 8, 8), (0.0, 1.0))
+    sums, counts = accumulate_fixed_point(as_batches((ds.x_train, ds.y_train), 4096), [_fmap()], 10, (1, 8, 8),
+                                          (0.0, 1.0))  # fmt: skip
     exact_total = torch.cat([s.reshape(-1) for s in sums] + [counts])
     seen = [torch.load(tmp_path / f"seen{r}.pt") for r in range(WORLD)]
     for name, t in seen[1]["seen"]:
         if t.is_floating_point() or t.numel() > 32:
             assert t.shape == seen[1]["own"].shape and torch.equal(t, seen[1]["own"]), f"rank 1 received data via {name}"
-            assert not torch.allclose(t, exact_total)
+            assert not torch.equal(t, exact_total)
     assert any(name == "gather" for name, _ in seen[1]["seen"])  # the recorder did see the exchange
     # The noising rank did receive both shards' sums, and they add up to the exact totals.
     got_parts = [t for name, t in seen[0]["seen"] if name == "gather" and t.shape == exact_total.shape]
     assert any(torch.equal(t, seen[1]["own"]) for t in got_parts)
-    torch.testing.assert_close(seen[0]["own"] + seen[1]["own"], exact_total, rtol=1e-12, atol=1e-9)
+    assert torch.equal(seen[0]["own"] + seen[1]["own"], exact_total)
 
 
 def test_needs_an_initialised_process_group():
@@ -141,3 +141,50 @@ def test_needs_an_initialised_process_group():
     ds = mmgen.data.load_digits()
     with pytest.raises(MMGenError, match="torch.distributed initialised"):
         release_distributed(ds.x_train, ds.y_train, _fmap(), **SETTINGS)
+
+
+# One class's fixed-point sums on rank 0 (2^53 + 1 grid units, i.e. just above 2^21) and rank 1 (1 unit): their
+# exact total 2^53 + 2 is a float64, but rank 0's own total is not (it rounds to 2^53), and 2^53 + 1 rounds back
+# to 2^53. Adding per-shard float64 totals loses the 2 units; adding the int64 sums keeps them.
+_BIG = [2**53 + 1, 1]
+
+
+class _Captured(Exception):
+    pass
+
+
+def _rounding_worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        release_module, distributed_module = sys.modules["mmgen.release"], sys.modules["mmgen.distributed"]
+
+        def crafted_sums(phi, y, n_classes, max_norm=1.0):  # TEST HOOK: a shard's int64 sums, as if huge
+            out = torch.zeros(n_classes, phi.shape[1], dtype=torch.int64)
+            out[0, 0] = _BIG[rank]
+            return out
+
+        def capture(sums, counts, *args, **kwargs):  # TEST HOOK: the totals the noise would be added to
+            torch.save({"sums": [s.clone() for s in sums], "counts": counts.clone()}, f"{out_dir}/totals.pt")
+            raise _Captured
+
+        release_module.fixed_point_class_sums = crafted_sums
+        distributed_module.finalize = capture
+        ds = mmgen.data.load_digits()
+        x, y = ds.x_train[rank : rank + 1], ds.y_train[rank : rank + 1]  # one record each: one chunk, one call
+        try:
+            release_distributed(x, y, _fmap(), **SETTINGS)
+        except _Captured:
+            pass
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+def test_shard_totals_add_up_exactly_beyond_float64s_integer_range(tmp_path):
+    mp.spawn(_rounding_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    got = torch.load(tmp_path / "totals.pt")
+    want = (2**53 + 2) * 2.0**-FRACTION_BITS  # exact in float64
+    assert float(got["sums"][0][0, 0]) == want, f"{float(got['sums'][0][0, 0])!r} != {want!r}"
+    assert float((2**53 + 1) * 2.0**-FRACTION_BITS) + 2.0**-FRACTION_BITS != want  # the old way rounds
+    assert int(got["counts"].sum()) == 2 and float(got["sums"][0].abs().sum()) == want  # nothing else
