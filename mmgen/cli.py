@@ -595,7 +595,8 @@ def cmd_evolve(args) -> None:
         _warn(message)
     ds = mmgen.data.load(args.data, **_npz_options(args))
     ev = evolve(trained, ds, epsilon=args.epsilon, delta=args.delta, config=config, neighbouring=args.neighbouring,
-                generator_public=args.generator_public, record=record, clip=args.clip, progress=True)  # fmt: skip
+                generator_public=args.generator_public, record=record, clip=args.clip, progress=True,
+                output=out)  # fmt: skip
     ev.save(out)
     pe = ev.privacy["stages"][-1]
     print(f"wrote {out}: {len(ev.y)} samples; epsilon={ev.epsilon:.4g}, delta={ev.delta:g}, {ev.privacy['neighbouring']} "
@@ -689,7 +690,7 @@ def cmd_vae(args) -> None:
           f"{dp['noise_multiplier']:.4g})")  # fmt: skip
     if args.per_record_epsilon is not None:
         samples = per_record_samples(vae, ds, epsilon=args.per_record_epsilon, delta=args.delta, record=record,
-                                     clip=args.clip)  # fmt: skip
+                                     clip=args.clip, output=args.per_record_out)  # fmt: skip
         save_per_record(args.per_record_out, samples, vae.config.to_dict())
         print(f"wrote {args.per_record_out}: {len(samples['y'])} records, one per private record; epsilon="
               f"{samples['privacy']['epsilon']:.4g} (per-record stage {args.per_record_epsilon:g}), replace-one")  # fmt: skip

@@ -496,6 +496,7 @@ def test_cli_evolve_inspect_and_evaluate(cli_files, capsys):
     assert f"wrote {out}: 300 samples; epsilon=20" in printed
     record = BudgetRecord.load(d / "private.npz.mmgen-budget.json")  # default: beside the npz file
     assert [e["stage"] for e in record.entries] == ["release", "private-evolution"]  # the release, not yet recorded, is added
+    assert record.entries[-1]["output"] == out.name  # the samples file PE wrote (the release's file is not known here)
     meta = read_meta(out)
     assert meta["privacy"]["epsilon"] == pytest.approx(20.0, abs=1e-6)
     from mmgen.privacy.noise import NOISE_SOURCE

@@ -50,7 +50,7 @@ def test_vae_inspect_sample_evaluate_and_the_budget_record(spec, tmp_path, capsy
     assert vae.finished and vae.epsilon <= 3 * (1 + 1e-9) and vae.privacy["for_publication"] is True
     record = BudgetRecord.load(spec.with_name(spec.name + ".mmgen-budget.json"))  # default: beside the npz
     mine = [e for e in record.entries if (e.get("details") or {}).get("run_id") == vae.run_id]
-    assert [e["stage"] for e in mine] == ["dp-sgd"]
+    assert [e["stage"] for e in mine] == ["dp-sgd"] and mine[0]["output"] == out.name  # the file it wrote
     assert cli.main(["inspect", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "dp-sgd: 5 steps, Poisson sampling rate 0.2" in shown and "epsilon=3" in shown
@@ -98,6 +98,7 @@ def test_per_record_mode_through_the_cli(spec, tmp_path, capsys):
     assert TrainedVAE.load(out).config.posterior_std == pytest.approx(per_record_std(0.1, 64, 4.0, 1e-5))
     record = BudgetRecord.load(tmp_path / "rec.json")
     assert [e["stage"] for e in record.entries] == ["dp-sgd", "per-record"]
+    assert [e["output"] for e in record.entries] == [out.name, pr.name]
     assert record.total_epsilon() == pytest.approx(p["epsilon"], rel=1e-6)
     assert cli.main(["inspect", str(pr)]) == 0
     assert "per-record: noise multiplier" in capsys.readouterr().out

@@ -386,7 +386,8 @@ def evolve(
             if unrecorded:  # the record must hold every stage spent on the data
                 add_release(record, info, "evolve")
             record.add(stage="private-evolution", event=pe_event, epsilon=pe_epsilon, delta=delta,
-                       neighbouring=neighbouring, noise_multipliers=[sigma] * config.rounds, output=output,
+                       neighbouring=neighbouring, noise_multipliers=[sigma] * config.rounds,
+                       output=None if output is None else Path(output).name,
                        details={"rounds": config.rounds, "threshold": threshold, "k": config.k,
                                 "release": None if info is None else info.get("content_hash")})  # fmt: skip
             if record.path is not None:

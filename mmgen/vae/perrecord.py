@@ -61,7 +61,8 @@ def per_record_std(encoder_lipschitz: float, input_dim: int, epsilon: float, del
 
 
 def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | None = None, record=None,
-                       clip: bool = False, noise_seed: int | None = None) -> dict:  # fmt: skip
+                       clip: bool = False, noise_seed: int | None = None,
+                       output: str | os.PathLike | None = None) -> dict:  # fmt: skip
     """One synthetic record per private record, through the posterior noise.
 
     Args:
@@ -71,6 +72,7 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
         record: the data set's budget record (checked before any record is read, then the stage is added).
         clip: clip records into the declared domain instead of refusing them.
         noise_seed: seeded noise, for tests only (not for publication).
+        output: the file the samples will be written to, kept in the record's entry (for the owner).
 
     Returns:
         dict with ``x`` ((N, *shape) Tensor), ``y`` ((N,) Tensor) in a random order, and ``privacy``
@@ -124,6 +126,7 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
     }  # fmt: skip
     if record is not None:
         record.add(stage="per-record", event=event, epsilon=own, delta=delta, neighbouring="replace-one",
+                   output=None if output is None else Path(output).name,
                    details={"run_id": vae.run_id, "sensitivity": sens})  # fmt: skip
         privacy["data_set_total_epsilon"] = record.total_epsilon()
         if record.path is not None:

@@ -451,7 +451,8 @@ def train_vae(
         clip: clip records into the declared domain instead of refusing them.
         noise_seed: seeded sampling and noise (reproducible, not for publication): tests and benchmarks only.
         progress: log progress (INFO on ``mmgen.vae.train``): step counts and time only.
-        checkpoint: a file written every tenth of the run, from which ``resume`` continues.
+        checkpoint: a file written every tenth of the run, from which ``resume`` continues (its name is
+            the output of DP-SGD's entry in ``record``).
         resume: an unfinished :class:`TrainedVAE` (its checkpoint) to continue; its accounting (σ) is kept, and
             ``epsilon``, when given, is checked again as the total with the stages in ``reserve``.
         reserve: dp-accounting events of later stages on the same data (the per-record mode's Gaussian)
@@ -506,6 +507,7 @@ def train_vae(
             add_release(record, info, "vae")
         own = privacy["stages"][-1]["epsilon"]
         record.add(stage="dp-sgd", event=event, epsilon=own, delta=delta, neighbouring=neighbouring,
+                   output=None if checkpoint is None else Path(checkpoint).name,
                    noise_multipliers=None, details={"run_id": run_id, "sampling_rate": config.sampling_rate,
                                                     "steps": steps, "clip_norm": config.clip_norm,
                                                     "noise_multiplier": sigma})  # fmt: skip
