@@ -538,18 +538,13 @@ def cmd_release(args) -> None:
         ds = mmgen.data.load(args.data, **_npz_options(args))
     rel = mmgen.release(ds, features=fmaps, epsilon=args.epsilon, delta=args.delta, budget_split=split,
                         neighbouring=args.neighbouring, clip=args.clip and not table, data_name=data_name,
-                        progress=True)  # fmt: skip
+                        progress=True, record=record, output=Path(args.out).name)  # fmt: skip
     path = rel.save(args.out)
     stds = ", ".join(f"{s.name} {s.noise_std:.4g}" for s in rel.statistics)
     # no timing and no record count: both grow with the private N, and consoles get pasted into tickets
     print(f"wrote {path}: epsilon={rel.epsilon:g}, delta={rel.delta:g}, {rel.neighbouring}, "
           f"noise std per coordinate: {stds}")  # fmt: skip
-    if record is not None:
-        multipliers = rel.metadata["privacy"]["noise_multipliers"]
-        record.add(stage="release", event=dp_event(multipliers), epsilon=rel.epsilon, delta=rel.delta,
-                   output=Path(path).name, neighbouring=rel.neighbouring, noise_multipliers=multipliers,
-                   details={"content_hash": rel.content_hash()})  # fmt: skip
-        record.save()
+    if record is not None:  # mmgen.release added the stage to the record and saved it
         print(f"budget record {record_path}: {len(record)} stage(s), total epsilon {record.total_epsilon():.4g} "
               f"at delta={record.delta:g} (keep it private)")  # fmt: skip
 

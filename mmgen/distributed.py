@@ -50,7 +50,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.distributed as dist
 
-from .data.base import as_batches
+from .data.private import PrivateData
 from .errors import DataError, MMGenError, PrivacyError
 from .features import FeatureMap, default_budget_split
 from .privacy import check_epsilon_delta, check_neighbouring, split_noise_multipliers
@@ -189,16 +189,12 @@ def release_distributed(
     check_neighbouring(neighbouring)
     if not (0 < count_weight < 1):
         raise PrivacyError(f"`count_weight` must be in (0, 1). Got {count_weight!r}.")
-    if not isinstance(n_classes, int) or n_classes < 1:
-        raise DataError(f"`n_classes` must be a positive integer. Got {n_classes!r}.")
-    if isinstance(x, torch.Tensor):
-        if y is None:
-            raise DataError("Labels `y` are required with a tensor `x`.")
-        input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
-    elif input_shape is None:
-        raise DataError("`input_shape` is required when the data is an iterable of batches.")
-    input_shape = tuple(int(s) for s in input_shape)
-    bounds = (float(bounds[0]), float(bounds[1]))
+    if isinstance(x, torch.Tensor) and y is None:
+        raise DataError("Labels `y` are required with a tensor `x`.")
+    # this rank's shard, through the one gate to private records (declarations checked, batches checked)
+    data = PrivateData(x, y, n_classes=n_classes, input_shape=input_shape, bounds=bounds, clip=clip,
+                       batch_size=batch_size, name=data_name)  # fmt: skip
+    input_shape, bounds = data.input_shape, (data.low, data.high)
     fmaps = _feature_maps(features, input_shape, bounds)
     shares = default_budget_split(features) if budget_split is None else [float(w) for w in budget_split]
     if len(shares) != len(fmaps):
@@ -206,15 +202,13 @@ def release_distributed(
     split_noise_multipliers(epsilon, delta, shares)
 
     device = _collective_device(group)
-    schema = {"name": data_name, "input_shape": list(input_shape), "n_classes": n_classes,
-              "low": bounds[0], "high": bounds[1], "clip": bool(clip)}  # fmt: skip
+    schema = data.facts  # public: the declarations, nothing read off the shard
     public = {"features": [f.spec() for f in fmaps], "epsilon": float(epsilon), "delta": float(delta),
               "neighbouring": neighbouring, "budget_split": shares, "count_weight": float(count_weight),
               "schema": schema, "noise_seed": noise_seed}  # fmt: skip
     _check_same_everywhere(public, group, device)
 
-    batches = as_batches((x, y) if isinstance(x, torch.Tensor) else x, batch_size)
-    sums, counts = accumulate_fixed_point(batches, fmaps, n_classes, input_shape, bounds, clip=clip)
+    sums, counts = accumulate_fixed_point(data.batches(), fmaps, n_classes, input_shape, bounds, clip=clip)
     gathered = _gather_sums(sums, counts, group, device)  # the one exchange of private (exact) sums
     empty = torch.tensor([int(gathered is not None and float(gathered[1].sum()) == 0)], device=device)
     dist.broadcast(empty, src=_noising_rank(group), group=group)  # one public bit: was there any record?

@@ -33,7 +33,8 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from . import __version__
-from .data.base import Dataset, as_batches
+from .data.base import Dataset
+from .data.private import PrivateData, check_batch
 from .errors import DataError, FormatError, MMGenError, PrivacyError
 from .features import FeatureMap, default_budget_split, from_spec, statistics
 from .privacy.bounds import check_rounding_budget, fixed_point_class_sums, from_fixed_point
@@ -43,6 +44,7 @@ from .privacy import (
     check_epsilon_delta,
     check_neighbouring,
     composed_noise_multiplier,
+    dp_event,
     epsilon_for,
     gaussian_mechanism,
     sensitivity,
@@ -319,41 +321,6 @@ def read_safetensors_checked(path: str | os.PathLike, kind: str, version: int) -
 
 
 # -- making a release -------------------------------------------------------
-def _check_batch(x: torch.Tensor, y: torch.Tensor, shape, n_classes: int, low: float, high: float, clip: bool, offset: int):
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise DataError(f"Batches must be (x, y) tensors. Got ({type(x).__name__}, {type(y).__name__}).")
-    if not x.is_floating_point():
-        raise DataError(f"x must be a floating-point tensor. Got {x.dtype}.")
-    if tuple(x.shape[1:]) != tuple(shape):
-        raise DataError(f"Expected x of shape (N, {', '.join(map(str, shape))}). Got {tuple(x.shape)}.")
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8) or y.ndim != 1:
-        raise DataError(f"y must be a 1-d integer tensor. Got {y.dtype} of shape {tuple(y.shape)}.")
-    if len(x) != len(y):
-        raise DataError(f"x has {len(x)} records but y has {len(y)} labels.")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
-        raise DataError(f"labels must be in [0, {n_classes}) (the declared classes); some are outside.")
-    if not x.numel():
-        return x, y.long()
-    # One pass in the common case: min and max propagate NaN and show inf or out-of-domain values;
-    # the slower per-record searches run only to word an error.
-    lo, hi = (float(v) for v in torch.aminmax(x))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
-        raise DataError(f"x holds NaN or inf (first at record {offset + int(bad.nonzero()[0])}); clean the data first.")
-    if clip:
-        return x.clamp(low, high), y.long()
-    if lo < low or hi > high:
-        out = (x < low) | (x > high)
-        first = offset + int(out.reshape(len(x), -1).any(dim=1).nonzero()[0])
-        raise DataError(
-            f"x has values outside the declared domain [{low}, {high}] (first at record {first}). "
-            "Declare the domain the values can take (bounds=(low, high); CLI --low/--high) from public knowledge, "
-            "or rescale with such public bounds — never with the data's own min/max, which would leak — or pass "
-            "clip=True (--clip) to clip them."
-        )
-    return x, y.long()
-
-
 def release(
     x: torch.Tensor | Dataset | Iterable[tuple[torch.Tensor, torch.Tensor]],
     y: torch.Tensor | None = None,
@@ -373,6 +340,8 @@ def release(
     data_name: str | None = None,
     progress: bool = False,
     schema=None,
+    record=None,
+    output: str | None = None,
 ) -> Release:
     """Makes an (ε, δ)-DP release of class-conditional mean embeddings.
 
@@ -408,6 +377,9 @@ def release(
             or a :class:`~mmgen.data.tables.TableStream` (a file read in chunks) carries its schema.
             Each row is encoded by the schema, the label column gives the classes, and tabular
             feature maps (``"table-marginals"``, ``"table-rff"``) get the schema's layout.
+        record: the data set's :class:`~mmgen.privacy.BudgetRecord`: checked before the first record is read
+            (it refuses a release that would exceed its declared total); the release is added to it and saved.
+        output: the release's file name, for the budget record's entry.
 
     Returns:
         The :class:`Release`.
@@ -420,16 +392,7 @@ def release(
     check_neighbouring(neighbouring)
     if not (0 < count_weight < 1):
         raise PrivacyError(f"`count_weight` must be in (0, 1). Got {count_weight!r}.")
-    from .data.tables import TableStream
-
-    table = None
-    if isinstance(x, TableStream):
-        if schema is not None or y is not None or clip:
-            raise DataError("A TableStream carries its schema, labels and clipping: pass it alone.")
-        table = x.table
-        input_shape, n_classes = (x.schema.encoded_dim,), x.schema.n_classes
-        data_name = data_name or x.kind
-    elif type(x).__name__ == "DataFrame" or schema is not None:
+    if type(x).__name__ == "DataFrame" or schema is not None:
         from .data.tables import load_table
 
         if type(x).__name__ != "DataFrame" or y is not None:
@@ -437,63 +400,36 @@ def release(
         if clip:
             raise DataError("For a table, clip numbers into their declared bounds when loading: mmgen.data.load_table(..., clip=True).")
         x = load_table("table", schema, frame=x)
-    if isinstance(x, Dataset):
-        ds = x
-        table = ds.table
-        x, y = ds.x_train, ds.y_train
-        n_classes = ds.n_classes if n_classes is None else n_classes
-        bounds = (ds.low, ds.high) if bounds is None else bounds
-        data_name = data_name or ds.name
-    bounds = (0.0, 1.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"`batch_size` must be a positive integer. Got {batch_size!r}.")
-    if type(x).__module__ == "numpy" or type(y).__module__ == "numpy":  # NumPy arrays: as tensors, labels int64
-        import numpy as np
-
-        try:
-            x = torch.from_numpy(np.ascontiguousarray(x)) if type(x).__module__ == "numpy" else x
-            if type(y).__module__ == "numpy":
-                y = torch.from_numpy(np.ascontiguousarray(y))
-                y = y if y.is_floating_point() else y.long()  # float labels meet the dtype check below
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise DataError(f"`x` and `y` must be numeric arrays or tensors: {exc}") from None
-    if isinstance(x, torch.Tensor):
-        if not isinstance(y, torch.Tensor):
-            raise DataError(f"Labels `y` must be a tensor with a tensor `x`. Got {type(y).__name__}.")
-        if x.ndim < 2:
-            raise DataError(f"x must be (N, *input_shape) with at least 2 dimensions. Got shape {tuple(x.shape)}.")
-        if y.ndim != 1 or len(x) != len(y):
-            raise DataError(f"y must be (N,) with one label per record: x has shape {tuple(x.shape)}, y {tuple(y.shape)}.")
-        input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
-    elif input_shape is None:
-        raise DataError("`input_shape` is required when the data is an iterable of batches.")
-    if n_classes is None:
-        raise DataError("`n_classes` must be declared (it is public; reading it off the labels would leak).")
-    if not isinstance(n_classes, int) or n_classes < 1:
-        raise DataError(f"`n_classes` must be a positive integer. Got {n_classes!r}.")
-    input_shape = tuple(int(s) for s in input_shape)
-
+    data = PrivateData(x, y, n_classes=n_classes, input_shape=input_shape, bounds=bounds, clip=clip,
+                       batch_size=batch_size, name=data_name, record=record)  # the one gate to the records
+    table = data.table
     layout = None
     if table is not None:
         from .data.tables import Schema
 
         layout = Schema.from_dict(table).layout()
-    fmaps = _feature_maps(features, input_shape, bounds, layout)
+    fmaps = _feature_maps(features, data.input_shape, (data.low, data.high), layout)
     shares = default_budget_split(features) if budget_split is None else [float(w) for w in budget_split]
     if len(shares) != len(fmaps):
         raise PrivacyError(f"`budget_split` needs one weight per statistic ({len(fmaps)}). Got {len(shares)}.")
-    split_noise_multipliers(epsilon, delta, shares)  # validates the split before the data is read
-    batches = as_batches((x, y) if isinstance(x, torch.Tensor) else x, batch_size)
-    sums, counts = accumulate(batches, fmaps, n_classes, input_shape, bounds, clip=clip, progress=progress)
+    event = dp_event(split_noise_multipliers(epsilon, delta, shares))  # validates the split before the data is read
+    data.admit(event, delta=delta, neighbouring=neighbouring)
+    sums, counts = accumulate(data.batches(), fmaps, data.n_classes, data.input_shape, (data.low, data.high),
+                              clip=data.clip, progress=progress)  # fmt: skip
     if float(counts.sum()) == 0:
         raise DataError("The data is empty: a release needs at least one record.")
-    return finalize(
+    facts = data.facts
+    if table is None:
+        facts.pop("table", None)
+    rel = finalize(
         sums, counts, fmaps, epsilon=epsilon, delta=delta, neighbouring=neighbouring, budget_split=shares,
-        count_weight=count_weight, noise_seed=noise_seed,
-        schema={"name": data_name, "input_shape": list(input_shape), "n_classes": n_classes,
-                "low": bounds[0], "high": bounds[1], "clip": bool(clip),
-                **({"table": table} if table is not None else {})},
+        count_weight=count_weight, noise_seed=noise_seed, schema=facts,
     )  # fmt: skip
+    multipliers = rel.metadata["privacy"]["noise_multipliers"]
+    data.record_stage(stage="release", event=dp_event(multipliers), epsilon=rel.epsilon, delta=rel.delta, output=output,
+                      neighbouring=rel.neighbouring, noise_multipliers=multipliers,
+                      details={"content_hash": rel.content_hash()})  # fmt: skip
+    return rel
 
 
 def accumulate(
@@ -562,7 +498,7 @@ def accumulate_fixed_point(
     try:
         with torch.no_grad(), _closing(bar):
             for xb, yb in batches:
-                xb, yb = _check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
+                xb, yb = check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
                 if not len(yb):
                     continue
                 for start in range(0, len(yb), rows):

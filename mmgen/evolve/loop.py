@@ -44,6 +44,7 @@ import torch
 
 from ..config import Config
 from ..errors import DataError, FormatError, MMGenError, PrivacyError
+from ..data.private import PrivateData
 from ..privacy import check_neighbouring, dp_event, epsilon_for
 from ..privacy.ledger import (add_release, composed_epsilon, noise_multiplier_within, release_in_record, release_stage,
                               rounds_event)
@@ -222,31 +223,19 @@ def read_meta(path: str | os.PathLike) -> dict | None:
     return meta
 
 
-def _batches(data, batch_size: int) -> Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]:
-    """A function that streams the private ``(x, y)`` batches again each time it is called."""
-    from ..data.base import Dataset, iter_batches
+def _private(data, *, shape, n_classes: int, low: float, high: float, clip: bool, batch_size: int, record):
+    """The gate to the private records (:class:`~mmgen.data.private.PrivateData`), read once per round."""
+    from ..data.base import Dataset
 
-    if isinstance(data, Dataset):
-        return lambda: iter_batches(data.x_train, data.y_train, batch_size)
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return lambda: iter_batches(data[0], data[1], batch_size)
-    if callable(data):
-        return data
-    raise DataError("`data` must be a Dataset, an (x, y) pair of tensors, or a function returning (x, y) batches "
-                    f"(it is read once per round). Got {type(data).__name__}.")  # fmt: skip
-
-
-def _checked(batches: Callable, shape, n_classes: int, low: float, high: float, clip: bool):
-    from ..release import _check_batch
-
-    def stream():
-        offset = 0
-        for x, y in batches():
-            x, y = _check_batch(x, y, shape, n_classes, low, high, clip, offset)
-            offset += len(y)
-            yield x, y
-
-    return stream
+        x, y = data
+    elif isinstance(data, Dataset) or callable(data):
+        x, y = data, None
+    else:
+        raise DataError("`data` must be a Dataset, an (x, y) pair of tensors, or a function returning (x, y) batches "
+                        f"(it is read once per round). Got {type(data).__name__}.")  # fmt: skip
+    return PrivateData(x, y, n_classes=n_classes, input_shape=shape, bounds=(low, high), clip=clip,
+                       batch_size=batch_size, record=record)  # fmt: skip
 
 
 def evolve(
@@ -356,11 +345,13 @@ def evolve(
         if not (sigma > 0 and math.isfinite(sigma)):
             raise PrivacyError(f"`noise_multiplier` must be a finite number > 0. Got {noise_multiplier!r}.")
     pe_event = rounds_event(sigma, config.rounds)
+    private = _private(data, shape=shape, n_classes=n_classes, low=low, high=high, clip=clip,
+                       batch_size=config.batch_size, record=record)  # fmt: skip
     if record is not None:
         import dp_accounting
 
-        new = dp_accounting.ComposedDpEvent(unrecorded + [pe_event]) if unrecorded else pe_event
-        record.check(new, delta=delta if record.delta is None else None, neighbouring=neighbouring)
+        private.admit(dp_accounting.ComposedDpEvent(unrecorded + [pe_event]) if unrecorded else pe_event, delta=delta,
+                      neighbouring=neighbouring)  # fmt: skip
     release_events = [dp_event(s["noise_multipliers"]) for s in stages]
     output_epsilon = composed_epsilon(release_events + [pe_event], delta, neighbouring)
     pe_epsilon = epsilon_for(sigma / math.sqrt(config.rounds), delta)
@@ -368,7 +359,6 @@ def evolve(
     std = sigma * sens
     threshold = config.threshold * std
     # -- the loop ---------------------------------------------------------------------------------------------
-    stream = _checked(_batches(data, config.batch_size), shape, n_classes, low, high, clip)
     embed = make_embedding(config.embedding, low=low, high=high, release_features=release_features)
     sizes = class_sizes(class_proportions, config.population, minimum=config.k)
     out_sizes = class_sizes(class_proportions, config.samples, minimum=0)
@@ -379,19 +369,17 @@ def evolve(
     for t in range(config.rounds):
         t0 = time.perf_counter()
         cand = embed.codes(pop.x)  # public: the candidates
-        counts = vote_counts(stream(), cand, pop.y, embed, k=config.k)
+        counts = vote_counts(private.batches(), cand, pop.y, embed, k=config.k)
         if t == 0 and record is not None:
             # every record has passed the domain checks (a refused data set spends nothing) and no noisy
             # histogram exists yet: the stage is recorded now, so that an interrupted run is counted
             if unrecorded:  # the record must hold every stage spent on the data
                 add_release(record, info, "evolve")
-            record.add(stage="private-evolution", event=pe_event, epsilon=pe_epsilon, delta=delta,
-                       neighbouring=neighbouring, noise_multipliers=[sigma] * config.rounds,
-                       output=None if output is None else Path(output).name,
-                       details={"rounds": config.rounds, "threshold": threshold, "k": config.k,
-                                "release": None if info is None else info.get("content_hash")})  # fmt: skip
-            if record.path is not None:
-                record.save()
+            private.record_stage(stage="private-evolution", event=pe_event, epsilon=pe_epsilon, delta=delta,
+                                 neighbouring=neighbouring, noise_multipliers=[sigma] * config.rounds,
+                                 output=None if output is None else Path(output).name,
+                                 details={"rounds": config.rounds, "threshold": threshold, "k": config.k,
+                                          "release": None if info is None else info.get("content_hash")})  # fmt: skip
         noisy = noisy_histogram(counts, k=config.k, noise_multiplier=sigma, neighbouring=neighbouring,
                                 noise_seed=None if noise_seed is None else noise_seed + t)  # fmt: skip
         del counts  # private: only the noisy histogram goes on

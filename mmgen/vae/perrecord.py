@@ -42,7 +42,7 @@ from ..privacy.ledger import composed_epsilon, dp_sgd_event
 from ..privacy.mechanism import NORM_SLACK
 from ..privacy.noise import NOISE_SOURCE, SEEDED_NOISE_SOURCE, PrivateStreams
 from .nets import domain_diameter, lipschitz_bound
-from .train import TrainedVAE, _private_records, _public, stage_events
+from .train import TrainedVAE, _gate, _private_records, _public, stage_events
 
 __all__ = ["per_record_sensitivity", "per_record_std", "per_record_samples", "save_per_record", "stage_events",
            "PER_RECORD_FORMAT"]  # fmt: skip
@@ -96,10 +96,16 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
     public = _public(data)
     if public != vae.data:
         raise MMGenError(f"The data ({public['name']}) is not the data the model was trained on ({vae.data['name']}).")
-    if record is not None:
-        record.check(event, delta=delta if record.delta is None else None, neighbouring="replace-one")
-    u, y = _private_records(data, clip)
+    private = _gate(data, clip, record)
+    private.admit(event, delta=delta, neighbouring="replace-one")
+    u, y = _private_records(data, private=private)
     sens = per_record_sensitivity(L, u.shape[1])
+    own = epsilon_for(sigma, delta)
+    # every record passed the domain checks (a refused data set spends nothing) and no noise is drawn yet: the
+    # stage is recorded now, so that a run interrupted after the noise is counted
+    private.record_stage(stage="per-record", event=event, epsilon=own, delta=delta, neighbouring="replace-one",
+                         output=None if output is None else Path(output).name,
+                         details={"run_id": vae.run_id, "sensitivity": sens})  # fmt: skip
     a = L * domain_diameter(u.shape[1]) / math.sqrt(2.0)
     with torch.no_grad():
         m64 = copy.deepcopy(model).double()  # μ in float64: rounding stays far below NORM_SLACK
@@ -112,7 +118,6 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
     model.eval()
     x_out = vae.decode(noisy[:, :k].float(), y_out)
     order = PrivateStreams(test_seed=noise_seed).permutation(len(y_out))  # full-entropy order of the outputs
-    own = epsilon_for(sigma, delta)
     privacy = {
         "epsilon": composed_epsilon(stage_events(vae.privacy) + [event], delta, "replace-one"), "delta": delta,
         "neighbouring": "replace-one", "composition": "dp-accounting PLD accountant",
@@ -125,12 +130,7 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
         "records_public": True,
     }  # fmt: skip
     if record is not None:
-        record.add(stage="per-record", event=event, epsilon=own, delta=delta, neighbouring="replace-one",
-                   output=None if output is None else Path(output).name,
-                   details={"run_id": vae.run_id, "sensitivity": sens})  # fmt: skip
         privacy["data_set_total_epsilon"] = record.total_epsilon()
-        if record.path is not None:
-            record.save()
     return {"x": x_out[order], "y": y_out[order], "privacy": privacy}
 
 

@@ -39,6 +39,7 @@ import torch
 
 from ..config import Config
 from ..errors import DataError, FormatError, MMGenError, PrivacyError
+from ..data.private import PrivateData
 from ..privacy import check_neighbouring, dp_event
 from ..privacy.noise import PrivateStreams
 from ..privacy.ledger import (add_release, composed_epsilon, dp_sgd_event, noise_multiplier_within, release_in_record,
@@ -251,15 +252,19 @@ def _public(data) -> dict:
             "low": float(data.low), "high": float(data.high)}  # fmt: skip
 
 
-def _private_records(data, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scaled, flattened private records u ∈ [0, 1]^d and their labels (checked against the domain)."""
-    from ..release import _check_batch
-
-    _public(data)
-    if not len(data.y_train):
+def _private_records(data, clip: bool = False, private: PrivateData | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scaled, flattened private records u ∈ [0, 1]^d and their labels, through the gate (checked)."""
+    private = _gate(data, clip, None) if private is None else private
+    x, y = private.tensors()
+    if not len(y):
         raise DataError("The data set has no training records.")
-    x, y = _check_batch(data.x_train, data.y_train, data.input_shape, data.n_classes, data.low, data.high, clip, 0)
-    return ((x.reshape(len(x), -1).double() - data.low) / (data.high - data.low)).float().clamp(0, 1), y
+    return ((x.reshape(len(x), -1).double() - private.low) / (private.high - private.low)).float().clamp(0, 1), y
+
+
+def _gate(data, clip: bool, record) -> PrivateData:
+    """The one gate to the private records of a VAE stage (a Dataset: it declares the domain)."""
+    _public(data)
+    return PrivateData(data, clip=clip, record=record)
 
 
 def _pretrain(model: VAE, trained, config: VAEConfig, public: dict, progress: bool) -> None:
@@ -369,6 +374,13 @@ def _check_resumed_total(privacy: dict, record, epsilon: float, reserve, neighbo
                            f"at delta={privacy['delta']:g}, above --epsilon {float(epsilon):g}; nothing was read.")  # fmt: skip
 
 
+def _new_events(unrecorded: list, event):
+    """The stage's event, with the release events the record lacks (counted with it)."""
+    import dp_accounting
+
+    return dp_accounting.ComposedDpEvent(unrecorded + [event]) if unrecorded else event
+
+
 def _accounting(config: VAEConfig, info: dict | None, record, *, epsilon, noise_multiplier, delta: float,
                 neighbouring: str, reserve, noise_seed) -> tuple[float, Any, list, dict]:  # fmt: skip
     """σ, DP-SGD's event, the release events missing from ``record``, and the model's privacy dict.
@@ -396,11 +408,9 @@ def _accounting(config: VAEConfig, info: dict | None, record, *, epsilon, noise_
         if not (sigma > 0 and math.isfinite(sigma)):
             raise PrivacyError(f"`noise_multiplier` must be a finite number > 0. Got {noise_multiplier!r}.")
     event = dp_sgd_event(sigma, config.sampling_rate, steps)
-    if record is not None:
-        import dp_accounting
-
-        new = dp_accounting.ComposedDpEvent(unrecorded + [event]) if unrecorded else event
-        record.check(new, delta=delta if record.delta is None else None, neighbouring=neighbouring)
+    if record is not None:  # a refusal here, before the gate is opened; train_vae admits the same event
+        record.check(_new_events(unrecorded, event), delta=delta if record.delta is None else None,
+                     neighbouring=neighbouring)  # fmt: skip
     own = composed_epsilon([event], delta, neighbouring)
     release_events = [dp_event(s["noise_multipliers"]) for s in stages]
     privacy = {
@@ -499,21 +509,24 @@ def train_vae(
             neighbouring=neighbouring, reserve=reserve, noise_seed=noise_seed)  # fmt: skip
         privacy["generator_public"] = bool(warm_start is not None and generator_public)
         privacy["warm_start"] = None if warm_start is None else warm_start.release_info.get("content_hash")
-    # -- the model; the private records are read from here on ------------------------------------------------------
-    u, y = _private_records(data, clip)
+    # -- the model; the private records are read from here on, through the gate -------------------------------------
+    private = _gate(data, clip, record)
+    if record is not None:
+        import dp_accounting
+
+        new = dp_accounting.ComposedDpEvent(list(reserve)) if resume is not None else _new_events(unrecorded, event)
+        private.admit(new, delta=delta, neighbouring=neighbouring)
+    u, y = _private_records(data, private=private)
     n_classes, input_dim = public["n_classes"], u.shape[1]
     if resume is None and record is not None:  # after the domain checks: a refused data set spends nothing
         if unrecorded:
             add_release(record, info, "vae")
         own = privacy["stages"][-1]["epsilon"]
-        record.add(stage="dp-sgd", event=event, epsilon=own, delta=delta, neighbouring=neighbouring,
-                   output=None if checkpoint is None else Path(checkpoint).name,
-                   noise_multipliers=None, details={"run_id": run_id, "sampling_rate": config.sampling_rate,
-                                                    "steps": steps, "clip_norm": config.clip_norm,
-                                                    "noise_multiplier": sigma})  # fmt: skip
+        private.record_stage(stage="dp-sgd", event=event, epsilon=own, delta=delta, neighbouring=neighbouring,
+                             output=None if checkpoint is None else Path(checkpoint).name, noise_multipliers=None,
+                             details={"run_id": run_id, "sampling_rate": config.sampling_rate, "steps": steps,
+                                      "clip_norm": config.clip_norm, "noise_multiplier": sigma})  # fmt: skip
         privacy["data_set_total_epsilon"] = record.total_epsilon()
-        if record.path is not None:
-            record.save()
     if resume is not None:
         model, proportions, done = resume.model, resume.class_proportions, resume.steps_done
     else:
