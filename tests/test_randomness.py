@@ -153,7 +153,7 @@ RNG_CALL = re.compile(r"manual_seed\(|Generator\(\)|default_rng\(|os\.urandom|se
 # until it is either moved into mmgen/privacy/noise.py or added here with its reason.
 PUBLIC_RANDOMNESS = {
     "audit.py": {"gen = torch.Generator().manual_seed(int(seed))": "the audit's synthetic corner records (public)"},
-    "cli.py": {"torch.manual_seed(cfg.seed)": "a generator's public initialisation, as fit() does"},
+    "cli/fit.py": {"torch.manual_seed(cfg.seed)": "a generator's public initialisation, as fit() does"},
     "pipeline.py": {"torch.manual_seed(seed)": "a generator's public initialisation before fitting a release"},
     "train.py": {
         "gen = torch.Generator()": "latents of a fitted generator: post-processing of a release",

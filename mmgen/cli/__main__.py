@@ -1,0 +1,7 @@
+"""``python -m mmgen.cli``: the ``mmgen`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,52 @@
+"""``mmgen schema``: draft a table's schema and check a declared one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import refuse_overwrite_file, warn
+
+
+def add_schema(sub):
+    p = sub.add_parser("schema", help="draft or check a table's public schema", description=(
+        "draft: writes a schema read off a CSV/Parquet file, as a starting point only -- every bound and "
+        "category in it is PRIVATE (read off the data) and must be replaced by public knowledge; mmgen refuses "
+        "a release with the draft until its 'note' is deleted. check: validates a schema (and a table against it) "
+        "and prints its columns and encoding."))  # fmt: skip
+    p.add_argument("action", choices=["draft", "check"])
+    p.add_argument("file", help="draft: the CSV/Parquet file; check: the schema JSON")
+    p.add_argument("--data", default=None, help="check: also validate this table against the schema (csv:FILE or parquet:FILE)")
+    p.add_argument("--label", default=None, help="draft: the label column (the release is conditional on it)")
+    p.add_argument("--out", default=None, help="draft: the schema JSON to write (an existing file is refused)")
+
+
+def cmd_schema(args) -> None:
+    from ..data.tables import DRAFT_WARNING, Schema, draft_schema, read_table
+    from ..errors import MMGenError
+
+    if args.action == "draft":
+        if not args.out:
+            raise MMGenError("`mmgen schema draft` needs --out SCHEMA.json.")
+        refuse_overwrite_file(Path(args.out))
+        frame = read_table(args.file)
+        if args.label is not None and args.label not in frame.columns:
+            raise MMGenError(f"--label {args.label!r} is not a column of {args.file} ({', '.join(map(str, frame.columns))}).")
+        Path(args.out).write_text(json.dumps(draft_schema(frame, label=args.label), indent=2) + "\n")
+        warn(DRAFT_WARNING)
+        print(f"wrote {args.out}: a draft of {len(frame.columns)} columns (edit it before any release)")
+        return
+    schema = Schema.load(args.file)
+    for c in schema.columns:
+        role = " (label)" if c.name == schema.label else ""
+        if c.is_numeric:
+            extra = f"[{c.low:g}, {c.high:g}]{' log' if c.transform else ''}, {c.n_bins} bins{', may be missing' if c.missing else ''}"
+        else:
+            extra = f"{len(c.categories)} categories: {', '.join('(missing)' if v is None else str(v) for v in c.categories)}"
+        print(f"{c.name:<14} {c.type:<12} {extra}{role}")
+    print(f"encoded      {schema.encoded_dim} values per row, {schema.n_classes} class(es)")
+    if args.data:
+        from ..data.tables import load_table
+
+        ds = load_table(args.data, schema)
+        print(f"{args.data}: every row fits the schema ({len(ds.y_train)} rows -- a private count, do not publish it)")
