@@ -14,6 +14,7 @@ __all__ = [
     "FormatError",
     "NotFittedError",
     "BackendError",
+    "NotForPublicationWarning",
 ]
 
 
@@ -39,3 +40,7 @@ class NotFittedError(MMGenError, AttributeError):
 
 class BackendError(MMGenError, RuntimeError):
     """A compute backend was asked for that is not available here (e.g. Triton without a GPU)."""
+
+
+class NotForPublicationWarning(UserWarning):
+    """An input was made with test-only seeded noise (``noise_seed``): nothing derived from it may be published."""

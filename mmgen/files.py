@@ -26,7 +26,8 @@ from pathlib import Path
 
 from .errors import FormatError
 
-__all__ = ["sniff", "expect", "describe", "load_samples", "check_picture", "KINDS", "PICTURE_SUFFIXES"]
+__all__ = ["sniff", "expect", "describe", "load_samples", "check_picture", "metadata", "budget_stamp", "KINDS",
+           "PICTURE_SUFFIXES"]
 
 KINDS = ("release", "checkpoint", "vae", "samples", "unknown")
 
@@ -165,3 +166,44 @@ def load_samples(path: str | os.PathLike, command: str = "`mmgen evaluate`"):
     if y.dtype.kind not in "iub" or y.shape != x.shape[:1]:
         raise DataError(f"Samples {path}: y must be {len(x)} integer labels. Got {y.dtype} of shape {y.shape}.")
     return x, y
+
+
+def metadata(path: str | os.PathLike) -> dict | None:
+    """The JSON metadata of an mmgen file, from its header only: a safetensors file's ``mmgen`` entry, or a
+    samples ``.npz``'s ``meta`` array (None for samples without one, and for files of no known kind).
+
+    Nothing is verified here (the loaders check content hashes); never unpickles.
+    """
+    import numpy as np
+
+    kind = sniff(path)
+    try:
+        if kind == "samples":
+            with np.load(path, allow_pickle=False) as arrays:
+                meta = json.loads(str(arrays["meta"])) if "meta" in arrays.files else None
+        elif kind != "unknown":
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                meta = json.loads(json.loads(f.read(n))["__metadata__"]["mmgen"])
+        else:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise FormatError(f"Cannot read the metadata of {path}: {exc}") from None
+    return meta if isinstance(meta, dict) else None
+
+
+def budget_stamp(path: str | os.PathLike) -> dict | None:
+    """The budget record's stamp an output carries (:meth:`mmgen.privacy.BudgetRecord.stamp`), or None.
+
+    A release keeps it in ``budget_record``; a VAE, evolved samples and per-record samples in
+    ``privacy.budget_record``; a checkpoint carries its release's in ``release.budget_record``. Outputs written without a record (the public benchmarks), or by an mmgen
+    before the stamp existed, carry none.
+    """
+    meta = metadata(path)
+    if meta is None:
+        return None
+    stamp = meta.get("budget_record")
+    for part in ("privacy", "release"):  # a VAE's and samples' privacy; a checkpoint's release (its release's stamp)
+        if stamp is None and isinstance(meta.get(part), dict):
+            stamp = meta[part].get("budget_record")
+    return stamp if isinstance(stamp, dict) else None

@@ -22,13 +22,14 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from .config import Config
-from .errors import FormatError, MMGenError
+from .errors import FormatError, MMGenError, NotForPublicationWarning
 from .generators import Generator, GeneratorConfig, create_generator, for_release
 from .release import Release, read_safetensors_checked, write_safetensors_atomic, content_hash
 
@@ -121,6 +122,16 @@ class Trained:
         """The δ of the release this generator was fitted to."""
         return self.release_info["privacy"]["delta"]
 
+    @property
+    def for_publication(self) -> bool:
+        """False when the release was made with test-only seeded noise (so is everything fitted to it)."""
+        return bool(self.release_info["privacy"].get("for_publication", True))
+
+    @property
+    def noise_source(self) -> str | None:
+        """Where the release's noise came from (the release's ``noise_source``)."""
+        return self.release_info["privacy"].get("noise_source")
+
     def sample(
         self, n: int, *, seed: int | None = None, labels: torch.Tensor | Sequence[int] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +211,8 @@ class Trained:
             "generator": self.generator.config.to_dict(),
             "train": self.train_config.to_dict(),
             "release": self.release_info,
+            "for_publication": self.for_publication,  # the release's mark, where a reader of the checkpoint sees it
+            "noise_source": self.noise_source,
             "losses": self.losses,
             "epochs_done": self.epochs_done,
             "optimizer_param_groups": optim_groups,
@@ -259,12 +272,21 @@ def optimizer_state_from(tensors: dict[str, torch.Tensor], param_groups: list | 
     return {"state": per_param, "param_groups": param_groups}
 
 
+def not_for_publication_message(what: str) -> str:
+    """The warning given when a ``what`` (release, checkpoint) made with test-only seeded noise is used."""
+    return (f"this {what} was made with test-only seeded noise (for_publication: false): its noise can be replayed "
+            "from the seed, so it has no privacy guarantee. Everything derived from it is marked the same way; "
+            "publish none of it.")  # fmt: skip
+
+
 def _release_info(rel: Release) -> dict:
+    stamp = rel.metadata.get("budget_record")  # the budget record's head after the release (mmgen.privacy.ledger)
     return {
         "privacy": rel.metadata["privacy"],
         "data": rel.metadata["data"],
         "statistics": [s.header() for s in rel.statistics],
         "content_hash": rel.content_hash(),
+        **({"budget_record": stamp} if stamp is not None else {}),
     }
 
 
@@ -294,10 +316,16 @@ def fit(
             continue from; the result equals an uninterrupted run with the same seed.
 
     Returns:
-        The :class:`Trained` generator with its loss history.
+        The :class:`Trained` generator with its loss history; its checkpoint carries the release's
+        ``for_publication`` and ``noise_source``.
+
+    Warns:
+        NotForPublicationWarning: the release was made with test-only seeded noise (``for_publication`` false).
     """
     if not isinstance(release, Release):
         raise MMGenError(f"fit() takes a Release (training never sees private data). Got {type(release).__name__}.")
+    if not release.for_publication:
+        warnings.warn(not_for_publication_message("release"), NotForPublicationWarning, stacklevel=2)
     if config is not None and options:
         raise TypeError("Pass either `config` or keyword options, not both.")
     explicit = config is not None or bool(options)
