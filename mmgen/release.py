@@ -248,8 +248,13 @@ class Release:
 
 # -- file helpers (shared with checkpoints) -----------------------------------
 def content_hash(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the canonical JSON metadata (without the hash) and every tensor's name, shape, dtype and bytes."""
-    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "content_hash"}, sort_keys=True).encode())
+    """SHA-256 over the canonical JSON metadata and every tensor's name, shape, dtype and bytes.
+
+    The metadata's ``content_hash`` and a release's ``budget_record`` stamp are left out: the budget record's
+    entry for a release holds its content hash, and the stamp is the record's head after that entry.
+    """
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k not in ("content_hash", "budget_record")},
+                                  sort_keys=True).encode())  # fmt: skip
     for name in sorted(tensors):
         t = tensors[name].cpu()
         t = t.new_empty(t.shape).copy_(t)  # standard strides, also on size-1 dimensions
@@ -378,7 +383,8 @@ def release(
             Each row is encoded by the schema, the label column gives the classes, and tabular
             feature maps (``"table-marginals"``, ``"table-rff"``) get the schema's layout.
         record: the data set's :class:`~mmgen.privacy.BudgetRecord`: checked before the first record is read
-            (it refuses a release that would exceed its declared total); the release is added to it and saved.
+            (it refuses a release that would exceed its declared total); the release is added to it and saved,
+            and the record's stamp (:meth:`~mmgen.privacy.BudgetRecord.stamp`) goes into ``metadata["budget_record"]``.
         output: the release's file name, for the budget record's entry.
 
     Returns:
@@ -429,6 +435,8 @@ def release(
     data.record_stage(stage="release", event=dp_event(multipliers), epsilon=rel.epsilon, delta=rel.delta, output=output,
                       neighbouring=rel.neighbouring, noise_multipliers=multipliers,
                       details={"content_hash": rel.content_hash()})  # fmt: skip
+    if record is not None:  # the record's head after this entry; outside the content hash, which the entry holds
+        rel.metadata["budget_record"] = record.stamp()
     return rel
 
 

@@ -409,6 +409,7 @@ def evolve(
     }  # fmt: skip
     if record is not None:
         privacy["data_set_total_epsilon"] = record.total_epsilon()
+        privacy["budget_record"] = record.stamp()  # detects a record truncated or edited later
     return Evolved(pop.x, pop.y, pop.state, privacy, config.to_dict(), history)
 
 

@@ -12,14 +12,29 @@ where PLD does not support the event). No
 accountant is written here.
 
 The record is kept beside the owner's data and is never published: it names
-output files and times. It is a JSON file::
+output files and times. It is **advisory**: a plain file the owner can edit,
+truncate or delete, and mmgen cannot stop that. What mmgen does is make such an
+edit *detectable*. Each entry carries ``prev``, the hash of the entry before it
+(null for the first), and ``hash``, the SHA-256 of its own canonical JSON (sorted
+keys, no spaces) with ``prev`` in it, so the entries form a hash chain:
+:meth:`BudgetRecord.load` refuses a record whose chain is broken (an entry edited
+or removed in the middle). Dropping the last entries, or rewriting the whole chain,
+leaves a valid chain; every output a stage writes therefore carries the record's
+:meth:`~BudgetRecord.stamp` (its length, head hash and first hash), and
+:meth:`~BudgetRecord.stamp_problem` says whether the record still holds that head.
+It is a JSON file::
 
-    {"format": "mmgen-budget-record", "version": 1, "data": "cohort.npz",
+    {"format": "mmgen-budget-record", "version": 2, "data": "cohort.npz",
      "neighbouring": "add-remove", "delta": 1e-05, "total_epsilon": 3.0,
      "entries": [{"time": "2026-11-25T19:00:00+00:00", "stage": "release",
                   "output": "cohort.mmgen", "epsilon": 1.0, "delta": 1e-05,
                   "neighbouring": "add-remove", "noise_multipliers": [3.73],
-                  "event": {"class": "GaussianDpEvent", "noise_multiplier": 3.73}}]}
+                  "event": {"class": "GaussianDpEvent", "noise_multiplier": 3.73},
+                  "prev": null, "hash": "9f2c..."}]}
+
+A version-1 record (entries without hashes, written before the chain existed) is
+read with a warning and chained when it is loaded (``chained_from`` counts the
+entries chained that way: nothing proves they were not edited before).
 
 Events are stored as their fields (``class`` names a class of
 ``dp_accounting.dp_event``; nested events are nested objects), never pickled.
@@ -37,9 +52,11 @@ Example:
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import dp_accounting
@@ -49,12 +66,12 @@ from ..errors import FormatError, PrivacyError
 from .calibration import check_epsilon_delta, composed_noise_multiplier, dp_event, epsilon_for
 
 __all__ = [
-    "BudgetRecord", "RECORD_SUFFIX", "budget_warnings", "event_to_dict", "event_from_dict", "rounds_event",
+    "BudgetRecord", "RECORD_SUFFIX", "entry_hash", "budget_warnings", "event_to_dict", "event_from_dict", "rounds_event",
     "noise_multiplier_within", "composed_epsilon",
 ]  # fmt: skip
 
 RECORD_FORMAT = "mmgen-budget-record"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: entries hash-chained (``prev``, ``hash``); 1 is read and chained on load
 RECORD_SUFFIX = ".mmgen-budget.json"
 HIGH_EPSILON = 10.0
 DELTA_RULE_ABOVE = 1e-5
@@ -96,6 +113,12 @@ def event_from_dict(d: dict) -> dp_accounting.DpEvent:
         return cls(**{k: value(v) for k, v in d.items() if k != "class"})
     except TypeError as exc:
         raise FormatError(f"Cannot rebuild dp event {d!r}: {exc}") from None
+
+
+def entry_hash(entry: dict) -> str:
+    """SHA-256 (hex) of an entry's canonical JSON (sorted keys, no spaces, UTF-8), without its own ``hash``."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
 
 
 def _gaussian_multipliers(event: dp_accounting.DpEvent) -> list[float] | None:
@@ -304,7 +327,9 @@ class BudgetRecord:
 
     Attributes:
         entries: a list of dicts (time, stage, output, epsilon, delta, neighbouring,
-            noise_multipliers, event), oldest first.
+            noise_multipliers, event, prev, hash), oldest first, hash-chained (see the module's notes).
+        chained_from: how many of the first entries were written by a version-1 mmgen (no hashes) and
+            chained when read; 0 for a record chained from its first entry.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, data: str | None = None,
@@ -318,11 +343,20 @@ class BudgetRecord:
         if total_epsilon is not None:
             self.declare_total(total_epsilon)
         self.entries: list[dict] = []
+        self.chained_from = 0
 
     # ---- file ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BudgetRecord":
-        """Reads a record file. Raises FormatError if it is not one."""
+        """Reads a record file and verifies its hash chain.
+
+        A version-1 record (no hashes) is read with a :class:`UserWarning` and chained in memory (written
+        chained at the next :meth:`save`).
+
+        Raises:
+            FormatError: the file is not a budget record, or its chain is broken: an entry was edited,
+                removed, inserted or reordered after it was written.
+        """
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -330,14 +364,55 @@ class BudgetRecord:
             raise FormatError(f"{path} is not a budget record (invalid JSON: {exc}).") from None
         if not isinstance(d, dict) or d.get("format") != RECORD_FORMAT:
             raise FormatError(f"{path} is not a budget record (no \"format\": \"{RECORD_FORMAT}\").")
-        if d.get("version") != RECORD_VERSION:
-            raise FormatError(f"{path}: budget record version {d.get('version')!r}; this mmgen reads {RECORD_VERSION}.")
+        if d.get("version") not in (1, RECORD_VERSION):
+            raise FormatError(f"{path}: budget record version {d.get('version')!r}; this mmgen reads 1 and {RECORD_VERSION}.")
         rec = cls(path, data=d.get("data"), delta=d.get("delta"), neighbouring=d.get("neighbouring"),
                   total_epsilon=d.get("total_epsilon"))  # fmt: skip
-        rec.entries = list(d.get("entries", []))
+        entries = d.get("entries", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise FormatError(f"{path}: a budget record's `entries` must be a list of objects.")
+        rec.entries = [dict(e) for e in entries]
         for e in rec.entries:
             event_from_dict(e.get("event"))  # every stored event must rebuild
+        if d["version"] == 1:
+            rec.chained_from = len(rec.entries)
+            rec._chain_legacy()
+            if rec.entries:
+                warnings.warn(f"{path} is a version-1 budget record: its {len(rec.entries)} entries carry no hashes, so "
+                              "nothing shows whether they were edited. They are hash-chained from now on (at the next save).",
+                              UserWarning, stacklevel=2)  # fmt: skip
+        else:
+            chained_from = d.get("chained_from", 0)
+            if isinstance(chained_from, bool) or not isinstance(chained_from, int) or not 0 <= chained_from <= len(rec.entries):
+                raise FormatError(f"{path}: `chained_from` must be an integer in 0..{len(rec.entries)}. Got {chained_from!r}.")
+            rec.chained_from = chained_from
+            rec._verify_chain()
         return rec
+
+    def _chain_legacy(self) -> None:
+        """Hash-chains entries read from a version-1 record (which have no ``prev``/``hash``)."""
+        prev = None
+        for e in self.entries:
+            e.pop("hash", None)
+            e["prev"] = prev
+            e["hash"] = prev = entry_hash(e)
+
+    def _verify_chain(self) -> None:
+        """Raises FormatError at the first entry whose ``prev`` or ``hash`` does not hold."""
+        prev, n = None, len(self.entries)
+        advice = ("The budget record is advisory: it was changed by hand and no longer shows what was spent on this "
+                  "data set. Restore it from a backup, or start a new record that declares every stage you know ran.")  # fmt: skip
+        for i, e in enumerate(self.entries, 1):
+            what = f"entry {i} of {n} ({e.get('stage')!r}, {e.get('time')})"
+            if "hash" not in e or "prev" not in e:
+                raise FormatError(f"{self.path}: {what} has no `prev`/`hash`: the hash chain is broken. {advice}")
+            if e["prev"] != prev:
+                raise FormatError(f"{self.path}: {what} does not follow the entry before it (its `prev` is not that "
+                                  f"entry's hash): entries were removed, inserted or reordered. {advice}")  # fmt: skip
+            if e["hash"] != entry_hash(e):
+                raise FormatError(f"{self.path}: {what} does not match its own hash: it was edited after it was "
+                                  f"written. {advice}")  # fmt: skip
+            prev = e["hash"]
 
     @classmethod
     def open(cls, path: str | os.PathLike, **kwargs) -> "BudgetRecord":
@@ -347,7 +422,48 @@ class BudgetRecord:
     def to_dict(self) -> dict:
         return {"format": RECORD_FORMAT, "version": RECORD_VERSION, "data": self.data,
                 "neighbouring": self.neighbouring, "delta": self.delta,
-                "total_epsilon": self.total_epsilon_declared, "entries": self.entries}  # fmt: skip
+                "total_epsilon": self.total_epsilon_declared,
+                **({"chained_from": self.chained_from} if self.chained_from else {}), "entries": self.entries}  # fmt: skip
+
+    # ---- the hash chain ------------------------------------------------------------------------------
+    def head(self) -> str | None:
+        """The hash of the last entry (None for an empty record)."""
+        return self.entries[-1]["hash"] if self.entries else None
+
+    def stamp(self) -> dict:
+        """What an output writes of the record: ``{"entries": n, "head": hash of entry n, "first": hash of entry 1}``.
+
+        Written after the stage's own entry, so a record later truncated or rewritten no longer holds it
+        (:meth:`stamp_problem`). The hashes name no file, time or count of records.
+        """
+        return {"entries": len(self.entries), "head": self.head(),
+                "first": self.entries[0]["hash"] if self.entries else None}  # fmt: skip
+
+    def same_chain(self, stamp: dict) -> bool:
+        """Whether ``stamp`` (an output's :meth:`stamp`) was taken of a record that starts as this one does."""
+        return bool(self.entries) and isinstance(stamp, dict) and stamp.get("first") == self.entries[0]["hash"]
+
+    def stamp_problem(self, stamp: dict) -> str | None:
+        """None when this record still holds ``stamp``'s head at its position, else a sentence saying what changed.
+
+        Args:
+            stamp: an output's ``budget_record`` field (:meth:`stamp`).
+
+        Raises:
+            FormatError: ``stamp`` is not a stamp.
+        """
+        n, head = (stamp.get("entries"), stamp.get("head")) if isinstance(stamp, dict) else (None, None)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or (n > 0 and not isinstance(head, str)):
+            raise FormatError(f"A budget-record stamp must be {{\"entries\": n, \"head\": HASH, ...}}. Got {stamp!r}.")
+        if n == 0:
+            return None
+        if len(self.entries) < n:
+            return (f"the record holds {len(self.entries)} entries, but the output was written when it held {n} "
+                    f"(head {head[:12]}...): entries were removed (truncated) or the record was replaced")  # fmt: skip
+        if self.entries[n - 1]["hash"] != head:
+            return (f"its entry {n} is not the head the output was written after ({head[:12]}... there, "
+                    f"{self.entries[n - 1]['hash'][:12]}... here): the record was rewritten or replaced")  # fmt: skip
+        return None
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Writes the record (atomically: a temporary file, then a rename)."""
@@ -451,6 +567,9 @@ class BudgetRecord:
             "noise_multipliers": None if noise_multipliers is None else [float(s) for s in noise_multipliers],
             "event": stored, **({"details": dict(details)} if details else {}),
         })  # fmt: skip
+        entry = self.entries[-1]
+        entry["prev"] = self.entries[-2]["hash"] if len(self.entries) > 1 else None
+        entry["hash"] = entry_hash(entry)
         self.neighbouring = relation
         if self.delta is None:
             self.delta = float(delta)
@@ -469,4 +588,9 @@ class BudgetRecord:
             lines.append(f"total        epsilon={self.total_epsilon():.4g} at delta={self.delta:g} (composed with dp-accounting)")
         if self.total_epsilon_declared is not None:
             lines.append(f"declared     total epsilon {self.total_epsilon_declared:g}")
+        if self.entries:
+            legacy = (f"; the first {self.chained_from} written without hashes and chained later"
+                      if self.chained_from else "")  # fmt: skip
+            lines.append(f"chain        {len(self.entries)} entries hash-chained, head {self.head()[:16]}...{legacy} "
+                         "(advisory: detects edits, cannot prevent them)")  # fmt: skip
         return "\n".join(lines)

@@ -131,6 +131,7 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
     }  # fmt: skip
     if record is not None:
         privacy["data_set_total_epsilon"] = record.total_epsilon()
+        privacy["budget_record"] = record.stamp()  # detects a record truncated or edited later
     return {"x": x_out[order], "y": y_out[order], "privacy": privacy}
 
 

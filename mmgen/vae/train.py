@@ -527,6 +527,7 @@ def train_vae(
                              details={"run_id": run_id, "sampling_rate": config.sampling_rate, "steps": steps,
                                       "clip_norm": config.clip_norm, "noise_multiplier": sigma})  # fmt: skip
         privacy["data_set_total_epsilon"] = record.total_epsilon()
+        privacy["budget_record"] = record.stamp()  # detects a record truncated or edited later
     if resume is not None:
         model, proportions, done = resume.model, resume.class_proportions, resume.steps_done
     else:
