@@ -75,7 +75,7 @@ def test_evaluate_names_the_file_kind_and_never_suggests_unpickling(files, capsy
         assert "not an .npz file" in err
 
 
-@pytest.mark.parametrize("given, says", [("s.npz", "`mmgen evaluate`"), ("d.ckpt", "`mmgen sample`")])
+@pytest.mark.parametrize("given, says", [("s.npz", "`mmgen evaluate`")])  # checkpoints: inspected (test_publication_mark.py)
 def test_inspect_names_the_file_kind(files, capsys, given, says):
     err = cli(["inspect", files / given], capsys, files)
     assert "header length" not in err and says in err

@@ -100,12 +100,12 @@ def cmd_fit(args) -> None:
     from ..errors import NotForPublicationWarning
     from ..train import not_for_publication_message
 
-    if not rel.for_publication:  # said once on the console; the checkpoint carries the mark
-        warn(f"{args.file}: {not_for_publication_message('release')}")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotForPublicationWarning)
         trained = fit(generator, rel, cfg, progress=not args.quiet, checkpoint=args.out, resume=resume)
+    if not rel.for_publication:  # one console line once the run succeeded (errors stay one line); the checkpoint carries the mark
+        warn(f"{args.file}: {not_for_publication_message('release')}")
     trained.save(args.out)
     steps = trained.epochs_done * cfg.steps_per_epoch
     print(f"wrote {args.out}: final loss {trained.losses[-1]:.4g} after {steps} steps ({time.perf_counter() - t0:.0f} s)")
@@ -128,14 +128,17 @@ def cmd_sample(args) -> None:
     trained = Trained.load(args.checkpoint)
     from ..train import not_for_publication_message
 
-    if not trained.for_publication:
-        warn(f"{args.checkpoint}: {not_for_publication_message('checkpoint')}")
+    def mark() -> None:  # after every check and the draw: a refused command prints its one error line only
+        if not trained.for_publication:
+            warn(f"{args.checkpoint}: {not_for_publication_message('checkpoint')}")
+
     if trained.release_info["data"].get("table") is not None:
         from ..data.tables import write_table
 
         if Path(args.out).suffix.lower() not in (".csv", ".parquet") or args.grid:
             raise MMGenError(f"This checkpoint makes table rows: `--out` must be a .csv or .parquet file (and no --grid). Got {args.out!r}.")
         frame = trained.sample_table(args.n, seed=args.seed)
+        mark()  # a table's CSV/Parquet carries no metadata: the console says it
         write_table(frame, args.out)
         print(f"wrote {args.out}: {args.n} rows, columns {', '.join(frame.columns)}")
         return
@@ -145,6 +148,7 @@ def cmd_sample(args) -> None:
     if args.grid and (len(shape) != 3 or shape[0] not in (1, 3)):
         raise MMGenError(f"`--grid` needs image records (1 or 3, H, W); this checkpoint makes records of shape {shape}.")
     x, y = trained.sample(args.n, seed=args.seed)
+    mark()
     p = trained.release_info["privacy"]
     write_samples(args.out, x, y, p, source={"kind": "checkpoint", "release_content_hash": trained.release_info.get("content_hash")})
     print(f"wrote {args.out}: {args.n} records of shape {tuple(x.shape[1:])}")
@@ -165,11 +169,11 @@ def _sample_vae(args) -> None:
     if not vae.finished:
         raise MMGenError(f"{args.checkpoint} is an unfinished run ({vae.steps_done} of {vae.config.steps} steps): "
                          "finish it with `mmgen vae ... --resume` first.")  # fmt: skip
+    x, y = vae.sample(args.n, seed=args.seed)
     if not vae.privacy.get("for_publication", True):
         from ..train import not_for_publication_message
 
         warn(f"{args.checkpoint}: {not_for_publication_message('VAE')}")
-    x, y = vae.sample(args.n, seed=args.seed)
     write_samples(args.out, x, y, vae.privacy, source={"kind": "vae", "budget_record": vae.privacy.get("budget_record")})
     print(f"wrote {args.out}: {args.n} records of shape {tuple(x.shape[1:])} (epsilon={vae.epsilon:.4g}, "
           f"delta={vae.delta:g}, {vae.privacy['neighbouring']}: the model's guarantee)")  # fmt: skip

@@ -237,6 +237,6 @@ def _inspect_samples(args) -> None:
         return
     meta = read_meta(args.file)
     if meta is None:
-        raise MMGenError(f"{args.file} holds samples without a privacy record (as `mmgen sample` wrote them before "
-                         "version 0.x carried one, or any x/y arrays): their guarantee is the release's; inspect the release.")  # fmt: skip
+        raise MMGenError(f"{args.file} holds samples without a privacy record (x and y only, for "
+                         "`mmgen evaluate`, as `mmgen sample` wrote them before it added its `meta`): their guarantee is the release's; inspect the release.")  # fmt: skip
     print(json.dumps(meta, indent=2, sort_keys=True) if args.json else format_evolved(meta))
