@@ -18,7 +18,7 @@ import torch
 import mmgen
 from mmgen import cli
 from mmgen.data.examples import EXAMPLE_SCHEMAS
-from mmgen.data.tables import DRAFT_WARNING, Schema, draft_schema, load_table
+from mmgen.data.tables import DRAFT_WARNING, Schema, draft_schema, load_table, observe_table
 from mmgen.errors import DataError
 from mmgen.features import create
 from mmgen.release import Release
@@ -80,13 +80,24 @@ def test_malformed_schemas_are_refused_naming_the_column(change, message):
         Schema.from_dict(spec)
 
 
-def test_a_draft_schema_is_refused_until_its_note_is_deleted(cps):
+def test_a_draft_schema_holds_no_value_of_the_data_and_is_refused_with_or_without_its_note(cps):
+    """Issue 20 (major): deleting or editing the draft's note once published the data's min/max and categories."""
     draft = draft_schema(cps.head(500), label="parttime")
     assert draft["note"] == DRAFT_WARNING
     with pytest.raises(DataError, match="still the draft"):
         Schema.from_dict(draft)
-    draft.pop("note")
-    assert Schema.from_dict(draft).label == "parttime"
+    for note in (None, DRAFT_WARNING + " "):
+        edited = {k: v for k, v in draft.items() if k != "note"}
+        if note is not None:
+            edited["note"] = note
+        with pytest.raises(DataError, match=r"wage\.low, wage\.high, education\.low"):
+            Schema.from_dict(edited)
+    values = {str(v) for col in draft["columns"] for k, v in col.items() if k in ("low", "high", "categories")}
+    assert values == {"None"}  # no bound, no category: nothing read off the rows
+    seen = observe_table(cps.head(500))
+    assert seen["columns"]["wage"]["max"] == float(cps.head(500)["wage"].max())
+    with pytest.raises(DataError):
+        Schema.from_dict(seen)  # the private report is no schema
 
 
 @pytest.mark.parametrize(
@@ -371,3 +382,34 @@ def test_sample_of_a_table_checkpoint_writes_csv_only(tmp_path, cps, capsys):
     assert ".csv or .parquet" in capsys.readouterr().err and not (tmp_path / "s.npz").exists()
     assert cli.main(["sample", str(tmp_path / "c.mmgen"), "--n", "10", "--out", str(tmp_path / "s.parquet")]) == 0
     assert list(pd.read_parquet(tmp_path / "s.parquet").columns) == list(cps.columns)
+
+
+def test_a_draft_through_the_cli_never_reaches_a_release_header(tmp_path, capsys):
+    """Draft -> delete (or alter) the note -> release is refused; the observed values stay in the private report."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"income": [12.5, 40000.0, 987654.32] * 20, "region": ["north", "south", "onlyone"] * 20,
+                          "year": [1990, 1995, 1999] * 20, "smoker": ["no", "yes", "no"] * 20})  # fmt: skip
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    draft = tmp_path / "s.json"
+    assert cli.main(["schema", "draft", str(tmp_path / "t.csv"), "--label", "smoker", "--out", str(draft)]) == 0
+    report = tmp_path / "s.observed-PRIVATE.json"
+    assert "987654.32" not in draft.read_text() and "onlyone" not in draft.read_text()
+    assert "987654.32" in report.read_text() and "onlyone" in report.read_text()
+    for edit in ("delete", "alter"):
+        spec = json.loads(draft.read_text())
+        if edit == "delete":
+            spec.pop("note")
+        else:
+            spec["note"] += " "
+        edited = tmp_path / f"{edit}.json"
+        edited.write_text(json.dumps(spec))
+        capsys.readouterr()
+        assert cli.main(["release", "--data", f"csv:{tmp_path / 't.csv'}", "--schema", str(edited), "--epsilon", "1",
+                         "--out", str(tmp_path / f"{edit}.mmgen")]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert "income.low, income.high, region.categories, year.categories, smoker.categories" in err
+        assert not (tmp_path / f"{edit}.mmgen").exists()
+    assert cli.main(["release", "--data", f"csv:{tmp_path / 't.csv'}", "--schema", str(report), "--epsilon", "1",
+                     "--out", str(tmp_path / "r.mmgen")]) == 2  # fmt: skip
+    assert not (tmp_path / "r.mmgen").exists()

@@ -10,10 +10,11 @@ from .common import refuse_overwrite_file, warn
 
 def add_schema(sub):
     p = sub.add_parser("schema", help="draft or check a table's public schema", description=(
-        "draft: writes a schema read off a CSV/Parquet file, as a starting point only -- every bound and "
-        "category in it is PRIVATE (read off the data) and must be replaced by public knowledge; mmgen refuses "
-        "a release with the draft until its 'note' is deleted. check: validates a schema (and a table against it) "
-        "and prints its columns and encoding."))  # fmt: skip
+        "draft: writes a schema of a CSV/Parquet file's columns and types with every bound and category list "
+        "left empty (null), to be declared from public knowledge (a release refuses it until each is); what the "
+        "file holds (min, max, categories seen) goes to a separate report, SCHEMA.observed-PRIVATE.json, which is "
+        "private and read by no stage. check: validates a schema (and a table against it) and prints its columns "
+        "and encoding."))  # fmt: skip
     p.add_argument("action", choices=["draft", "check"])
     p.add_argument("file", help="draft: the CSV/Parquet file; check: the schema JSON")
     p.add_argument("--data", default=None, help="check: also validate this table against the schema (csv:FILE or parquet:FILE)")
@@ -21,20 +22,31 @@ def add_schema(sub):
     p.add_argument("--out", default=None, help="draft: the schema JSON to write (an existing file is refused)")
 
 
+def observed_path(schema_path: Path) -> Path:
+    """Where `mmgen schema draft` writes its private report of the values seen, beside the draft."""
+    return schema_path.with_name(schema_path.stem + ".observed-PRIVATE.json")
+
+
 def cmd_schema(args) -> None:
-    from ..data.tables import DRAFT_WARNING, Schema, draft_schema, read_table
+    from ..data.tables import DRAFT_WARNING, Schema, draft_schema, observe_table, read_table
     from ..errors import MMGenError
 
     if args.action == "draft":
         if not args.out:
             raise MMGenError("`mmgen schema draft` needs --out SCHEMA.json.")
-        refuse_overwrite_file(Path(args.out))
+        out = Path(args.out)
+        report = observed_path(out)
+        refuse_overwrite_file(out)
+        refuse_overwrite_file(report)
         frame = read_table(args.file)
         if args.label is not None and args.label not in frame.columns:
             raise MMGenError(f"--label {args.label!r} is not a column of {args.file} ({', '.join(map(str, frame.columns))}).")
-        Path(args.out).write_text(json.dumps(draft_schema(frame, label=args.label), indent=2) + "\n")
+        out.write_text(json.dumps(draft_schema(frame, label=args.label), indent=2) + "\n")
+        report.write_text(json.dumps(observe_table(frame), indent=2) + "\n")
         warn(DRAFT_WARNING)
-        print(f"wrote {args.out}: a draft of {len(frame.columns)} columns (edit it before any release)")
+        print(f"wrote {out}: a draft of {len(frame.columns)} columns, every bound and category list empty (declare "
+              f"them from public knowledge before any release)\nwrote {report}: the values the file holds (PRIVATE: "
+              "keep it with the data, read by no stage)")  # fmt: skip
         return
     schema = Schema.load(args.file)
     for c in schema.columns:

@@ -46,7 +46,7 @@ import torch
 from ..errors import DataError
 
 __all__ = [
-    "Column", "Schema", "read_table", "write_table", "draft_schema", "load_table", "load_frames", "TableStream", "DRAFT_WARNING",
+    "Column", "Schema", "read_table", "write_table", "draft_schema", "observe_table", "load_table", "load_frames", "TableStream", "DRAFT_WARNING", "OBSERVED_WARNING",
     "NUMERIC", "NUMERIC_MISSING", "BINNED", "BINNED_MISSING", "CATEGORICAL", "DEFAULT_BINS",
 ]  # fmt: skip
 
@@ -57,9 +57,13 @@ DEFAULT_BINS = 16
 NA_VALUES = ["", "NA", "NaN", "nan", "null", "NULL"]  # how a CSV spells a gap
 TYPES = ("numeric", "integer", "categorical")
 DRAFT_WARNING = (
-    "DRAFT ONLY: every bound and category below was read off the private file. They are private: "
-    "publishing a release made with them leaks them (a maximum is one person's value). Replace each one "
-    "by public knowledge (a form's allowed values, a code list, a law's limits) before any release."
+    "DRAFT ONLY: every bound and category list is left empty (null): declare each from public knowledge "
+    "(a form's allowed values, a code list, a law's limits). What the file holds was written to a separate report "
+    "that is PRIVATE (a maximum is one person's value): never copy a value from it into the schema."
+)
+OBSERVED_WARNING = (
+    "PRIVATE: values read off the data file by `mmgen schema draft`. A minimum, a maximum or a category seen once is "
+    "a fact about one person. No mmgen stage reads this file; do not publish it and do not copy from it into a schema."
 )
 
 
@@ -146,6 +150,20 @@ class Column:
         if self.description:
             out["description"] = self.description
         return out
+
+
+def _undeclared(cols: list) -> list[str]:
+    """``column.field`` for every bound or category list a schema leaves null (as a draft does)."""
+    out = []
+    for c in cols:
+        if not isinstance(c, dict):
+            continue
+        name = c.get("name", "?")
+        if c.get("type") in ("numeric", "integer"):
+            out += [f"{name}.{k}" for k in ("low", "high") if k in c and c[k] is None]
+        elif c.get("type") == "categorical" and "categories" in c and c["categories"] is None:
+            out.append(f"{name}.categories")
+    return out
 
 
 def _column(spec: Any, index: int) -> Column:
@@ -257,12 +275,18 @@ class Schema:
             raise DataError(f"The schema has unknown field(s) {extra}. Known: columns, label, description, note, clip.")
         if spec.get("note") == DRAFT_WARNING:
             raise DataError(
-                "This schema is still the draft read off the data: its bounds and categories are private. "
-                "Replace each by public knowledge, then delete its 'note'."
+                "This schema is still the draft: declare every empty (null) bound and category list from public "
+                "knowledge, then delete its 'note'."
             )
         cols = spec.get("columns")
         if not isinstance(cols, list) or not cols:
             raise DataError("The schema needs a non-empty 'columns' list.")
+        undeclared = _undeclared(cols)
+        if undeclared:
+            raise DataError(
+                f"The schema leaves {', '.join(undeclared)} empty: declare each from public knowledge (mmgen never "
+                "reads a domain off the data; a draft's report of the values seen is private)."
+            )
         columns = tuple(_column(c, i) for i, c in enumerate(cols))
         names = [c.name for c in columns]
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -767,39 +791,61 @@ def load_frames(spec: str, schema, *, holdout: float | None = None, clip: bool =
 
 
 def draft_schema(frame, label: str | None = None, max_categories: int = 50) -> dict:
-    """A draft schema read off a table — **private**: every bound and category in it must be replaced.
+    """A draft schema of a table: the column names, types and gaps, with **every bound and category list empty**.
 
-    Numbers become ``numeric`` (``integer`` when every value is whole) with the data's own
-    min and max, text becomes ``categorical`` with the values seen (up to ``max_categories``),
-    gaps become ``"missing": true``. The draft carries :data:`DRAFT_WARNING` in its ``note``.
+    Types are read off the table (``numeric``; ``integer`` when every value is whole; ``categorical`` for
+    text and for whole numbers with at most 10 distinct values; ``"missing": true`` where there are gaps), but
+    no value is: ``low``, ``high`` and ``categories`` are ``null``, and :meth:`Schema.from_dict` refuses the
+    schema until each is declared, whatever its ``note`` says. What the table holds (min, max, categories
+    seen) is returned by :func:`observe_table`, a private report that no stage reads.
+
+    Example:
+        >>> import pandas as pd
+        >>> d = draft_schema(pd.DataFrame({"income": [12.5, 987654.32], "region": ["north", "south"]}))
+        >>> [(c["name"], c["type"], c.get("low", "-"), c.get("categories", "-")) for c in d["columns"]]
+        [('income', 'numeric', None, '-'), ('region', 'categorical', '-', None)]
+    """
+    cols = []
+    for name, seen in observe_table(frame, max_categories)["columns"].items():
+        col: dict[str, Any] = {"name": name, "type": seen["type"]}
+        if seen["type"] == "categorical":
+            col["categories"] = None
+        else:
+            col.update(low=None, high=None)
+            if seen["missing"]:
+                col["missing"] = True
+        cols.append(col)
+    out: dict[str, Any] = {"note": DRAFT_WARNING, "columns": cols}
+    if label is not None:
+        out["label"] = label
+    return out
+
+
+def observe_table(frame, max_categories: int = 50) -> dict:
+    """What a table holds, per column — **private**: its type, gaps, min and max or the categories seen.
+
+    For the person preparing a schema to compare with public knowledge; :func:`draft_schema` keeps none of it.
+    The report is not a schema (:meth:`Schema.from_dict` refuses it) and carries :data:`OBSERVED_WARNING`.
     """
     import pandas as pd
 
-    cols = []
+    cols: dict[str, dict] = {}
     for name in frame.columns:
         s = frame[name]
         missing = bool(s.isna().any())
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
             v = s.dropna().to_numpy(dtype=np.float64)
             whole = bool(len(v)) and bool((v == np.round(v)).all())
-            lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
-            if hi <= lo:
-                hi = lo + 1
+            lo, hi = (float(v.min()), float(v.max())) if len(v) else (None, None)
             if whole and len(np.unique(v)) <= 10:
-                cols.append({"name": str(name), "type": "categorical", "categories": [int(u) for u in np.unique(v)]
-                             + ([None] if missing else [])})  # fmt: skip
+                cols[str(name)] = {"type": "categorical", "missing": missing,
+                                   "seen": [int(u) for u in np.unique(v)] + ([None] if missing else [])}  # fmt: skip
                 continue
-            col = {"name": str(name), "type": "integer" if whole else "numeric",
-                   "low": int(lo) if whole else lo, "high": int(hi) if whole else hi}  # fmt: skip
-            if missing:
-                col["missing"] = True
-            cols.append(col)
+            cols[str(name)] = {"type": "integer" if whole else "numeric", "missing": missing,
+                               "min": None if lo is None else (int(lo) if whole else lo),
+                               "max": None if hi is None else (int(hi) if whole else hi)}  # fmt: skip
         else:
             seen = sorted({str(v) for v in s.dropna().unique()})
-            if len(seen) > max_categories:
-                seen = seen[:max_categories]
-            cols.append({"name": str(name), "type": "categorical", "categories": seen + ([None] if missing else [])})
-    out: dict[str, Any] = {"note": DRAFT_WARNING, "columns": cols}
-    if label is not None:
-        out["label"] = label
-    return out
+            cols[str(name)] = {"type": "categorical", "missing": missing, "seen": seen[:max_categories]
+                               + ([None] if missing else []), "more_than_listed": len(seen) > max_categories}  # fmt: skip
+    return {"private": OBSERVED_WARNING, "columns": cols}
