@@ -1,0 +1,245 @@
+"""Herding: rows of a generated pool chosen greedily to match a release (post-processing, no privacy cost).
+
+Given the features ``φ_i`` ((M, D)) of a pool of generated rows and a target mean
+embedding ``m`` ((D,)), kernel herding (Welling, ICML 2009; Chen, Welling & Smola,
+UAI 2010, eq. 4) picks at step ``t`` (0-based, ``s_t`` the sum of the ``t`` rows
+chosen so far) the pool row minimising the error of the running mean,
+
+    i_t = argmin_i ‖(s_t + φ_i)/(t+1) − m‖²
+        = argmin_i  ‖φ_i‖² + 2⟨φ_i, s_t − (t+1)·m⟩          (terms without i dropped)
+
+Only the (M,) score vector is kept: with ``g_i = ⟨φ_i, s_t⟩`` and ``h_i = ⟨φ_i, m⟩``
+(one pass over the pool), adding row j updates ``g ← g + K[:, j]`` where
+``K[:, j] = Φ φ_j`` is one column of the pool's Gram matrix. Memory is linear in M:
+the features are read in chunks, and for the ``table-marginals`` map the Gram column
+comes from the rows' cell codes (for one-hot rows, two rows sharing ``a`` of K cells
+have ``⟨φ_i, φ_j⟩ = (a + a(a−1)/2)/(K + P)``), never from a dense (M, D) matrix.
+
+A row is picked **at most once** by default (``replace=False``): the pool is
+``pool × n`` rows, so there is room, and repeats would make the sample collapse onto
+the few generated rows that best fit the *noisy* target (fewer distinct rows, worse
+downstream models, more duplicates). ``replace=True`` gives textbook herding.
+
+:func:`select_herding` is the class-conditional wrapper: it takes a fitted generator
+and its release (never a data set), draws ``pool × n_c`` rows for each class c
+(``n_c`` the release's noisy class proportions times n, rounded to sum to n), embeds
+them with the release's own public feature maps — every statistic, each scaled by
+``√w_k`` with the fit's loss weights ``w_k`` so that the herding objective is the
+fit's loss ``Σ_k w_k ‖m̃_{k,c} − mean φ_k‖²`` — and herds ``n_c`` rows toward the
+class's noisy mean embeddings ``m̃_{k,c}`` (:meth:`Release.mean_embeddings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable
+
+import torch
+
+from .errors import MMGenError
+
+__all__ = ["herd", "select_herding", "embedding_error"]
+
+log = logging.getLogger("mmgen.select")
+
+Features = torch.Tensor | Callable[[int, int], torch.Tensor]
+
+
+def _chunks(features: Features, size: int | None, chunk: int):
+    if isinstance(features, torch.Tensor):
+        for a in range(0, len(features), chunk):
+            yield a, features[a : a + chunk]
+    else:
+        for a in range(0, size, chunk):
+            yield a, features(a, min(a + chunk, size))
+
+
+def herd(
+    features: Features,
+    target: torch.Tensor,
+    n: int,
+    *,
+    size: int | None = None,
+    gram_column: Callable[[int], torch.Tensor] | None = None,
+    replace: bool = False,
+    chunk: int = 4096,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Greedy kernel herding of ``n`` pool rows toward a target mean embedding.
+
+    Args:
+        features ((M, D) Tensor, or a callable ``(start, stop) -> (stop − start, D) Tensor``):
+            the pool's features φ_i; a callable is read in chunks and needs ``size``.
+        target ((D,) Tensor): the mean embedding m to match.
+        n: rows to pick (≥ 1; at most M without replacement).
+        size: M, when ``features`` is a callable.
+        gram_column: ``j -> (M,) Tensor`` of ``⟨φ_i, φ_j⟩``; default computed from ``features``
+            (a matrix-vector product, or a chunked pass over a callable).
+        replace: allow a row to be picked more than once (see the module docstring).
+        chunk: rows per chunk of features.
+        progress: log progress (INFO, ``mmgen.select``) every ~10 s.
+
+    Returns:
+        (n,) int64 Tensor: the picked pool indices, in the order picked.
+
+    Raises:
+        MMGenError: bad ``n``, shapes or sizes.
+    """
+    if isinstance(features, torch.Tensor):
+        if features.ndim != 2:
+            raise MMGenError(f"Expected features of shape (M, D). Got {tuple(features.shape)}.")
+        size = len(features)
+    elif not callable(features) or size is None:
+        raise MMGenError("`features` must be an (M, D) Tensor, or a callable (start, stop) -> Tensor with `size` given.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise MMGenError(f"`n` must be a positive integer. Got {n!r}.")
+    if not replace and n > size:
+        raise MMGenError(f"Cannot pick {n} distinct rows from a pool of {size}; use a larger pool or replace=True.")
+    target = target.to(torch.float64).reshape(-1)
+    norms = torch.empty(size, dtype=torch.float64)
+    h = torch.empty(size, dtype=torch.float64)  # ⟨φ_i, m⟩
+    for a, f in _chunks(features, size, chunk):
+        f = f.to(torch.float64)
+        if f.ndim != 2 or f.shape[1] != len(target):
+            raise MMGenError(f"Expected feature chunks of shape (rows, {len(target)}). Got {tuple(f.shape)}.")
+        norms[a : a + len(f)] = (f * f).sum(dim=1)
+        h[a : a + len(f)] = f @ target  # (rows, D) @ (D,)
+    if gram_column is None:
+        if isinstance(features, torch.Tensor):
+            def gram_column(j):
+                return features.to(torch.float64) @ features[j].to(torch.float64)  # (M, D) @ (D,)
+        else:
+            def gram_column(j):
+                fj = features(j, j + 1).to(torch.float64)[0]
+                return torch.cat([f.to(torch.float64) @ fj for _, f in _chunks(features, size, chunk)])
+    g = torch.zeros(size, dtype=torch.float64)  # ⟨φ_i, s_t⟩
+    taken = torch.zeros(size, dtype=torch.bool)
+    out = torch.empty(n, dtype=torch.long)
+    last = time.monotonic()
+    for t in range(n):
+        score = norms + 2.0 * (g - (t + 1) * h)
+        if not replace:
+            score.masked_fill_(taken, math.inf)
+        j = int(torch.argmin(score))
+        out[t] = j
+        taken[j] = True
+        g += gram_column(j).to(torch.float64)
+        if progress and time.monotonic() - last > 10.0:
+            last = time.monotonic()
+            log.info("herding: %d of %d rows picked", t + 1, n)
+    return out
+
+
+def _table_codes(fmap, x: torch.Tensor) -> torch.Tensor | None:
+    """Cell codes ((M, K) int64) of a table-marginals map's rows if every column vector is one-hot, else None."""
+    codes = []
+    for a in range(0, len(x), 8192):
+        u = fmap.column_vectors(x[a : a + 8192].reshape(len(x[a : a + 8192]), -1).to(torch.float64))
+        cols = []
+        for v in u:
+            if not bool(((v == 0) | (v == 1)).all()) or not bool((v.sum(dim=1) == 1).all()):
+                return None
+            cols.append(v.argmax(dim=1))
+        codes.append(torch.stack(cols, dim=1))
+    return torch.cat(codes)
+
+
+def _gram_from_parts(parts, size: int):
+    """A Gram-column function summing each statistic's (weighted) column."""
+    def column(j: int) -> torch.Tensor:
+        out = torch.zeros(size, dtype=torch.float64)
+        for kind, w, obj in parts:
+            if kind == "codes":
+                codes, k, scale2 = obj
+                a = (codes == codes[j]).sum(dim=1).to(torch.float64)  # (M,) shared cells
+                pairs = a * (a - 1) / 2 if k else torch.zeros_like(a)
+                out += w * scale2 * (a + pairs)
+            else:
+                out += w * (obj @ obj[j])  # (M, D) @ (D,)
+        return out
+
+    return column
+
+
+def select_herding(trained, release, n: int, *, pool: int = 5, seed: int | None = None, progress: bool = False,
+                   chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-conditional herding: ``n`` labelled rows chosen from a generated pool to match the release.
+
+    Args:
+        trained: a :class:`mmgen.train.Trained` fitted to ``release``.
+        release: the :class:`mmgen.release.Release` it was fitted to (its content hash must match).
+        n: rows to return (≥ 1).
+        pool: pool rows drawn per row returned (≥ 1).
+        seed: seed of the pool's draws (``None``: fresh randomness).
+        progress: log progress (INFO, ``mmgen.select``).
+        chunk: rows per chunk of features.
+
+    Returns:
+        ``(x, y)``: (n, *input_shape) float32 rows and (n,) int64 labels, class by class.
+
+    Raises:
+        MMGenError: mismatched release, bad ``n`` or ``pool``.
+    """
+    from .release import Release
+
+    if not isinstance(release, Release):
+        raise MMGenError(f"select_herding() takes a Release. Got {type(release).__name__}.")
+    want = trained.release_info.get("content_hash")
+    if want is not None and want != release.content_hash():
+        raise MMGenError("This generator was fitted to another release (content hash differs): pass its own release.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise MMGenError(f"`n` must be a positive integer. Got {n!r}.")
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise MMGenError(f"`pool` must be an integer ≥ 1. Got {pool!r}.")
+    weights = trained.train_config.statistic_weights or (1.0,) * len(release.statistics)
+    props = release.class_proportions()
+    exact = props * n
+    sizes = exact.floor().long()
+    rest = n - int(sizes.sum())
+    if rest > 0:  # largest remainders
+        sizes[torch.argsort(exact - sizes, descending=True)[:rest]] += 1
+    gen = torch.Generator()
+    gen.manual_seed(seed) if seed is not None else gen.seed()
+    xs, ys = [], []
+    fmaps = [release.feature_map(s.name) for s in release.statistics]
+    targets = [release.mean_embeddings(s.name) for s in release.statistics]
+    trained.generator.eval()
+    for c, nc in enumerate(sizes.tolist()):
+        if nc == 0:
+            continue
+        m = pool * nc
+        labels = torch.full((m,), c, dtype=torch.long)
+        x = trained.generator.sample(labels, generator=gen)
+        parts, feats, tgt = [], [], []
+        for w, f, mt in zip(weights, fmaps, targets):
+            codes = _table_codes(f, x) if getattr(f, "name", "") == "table-marginals" else None
+            if codes is not None:
+                parts.append(("codes", w, (codes, bool(f.pairs_), f.scale_ ** 2)))
+            else:
+                phi = torch.cat([f(x[a : a + chunk].to(torch.float64)).to(torch.float64) for a in range(0, m, chunk)])
+                parts.append(("dense", w, phi))
+            feats.append((f, math.sqrt(w)))
+            tgt.append(math.sqrt(w) * mt[c])
+
+        def features(a, b, feats=feats, x=x):
+            return torch.cat([s * f(x[a:b].to(torch.float64)).to(torch.float64) for f, s in feats], dim=1)
+
+        t0 = time.monotonic()
+        idx = herd(features, torch.cat(tgt), nc, size=m, gram_column=_gram_from_parts(parts, m), chunk=chunk,
+                   progress=progress)
+        if progress:
+            log.info("herding: class %d, %d of %d pool rows in %.1f s", c, nc, m, time.monotonic() - t0)
+        xs.append(x[idx])
+        ys.append(labels[idx])
+    return torch.cat(xs).float(), torch.cat(ys)
+
+
+def embedding_error(fmap, x: torch.Tensor, target: torch.Tensor, chunk: int = 4096) -> float:
+    """‖mean φ(x) − target‖₂ for rows x ((N, *input_shape)) and a (D,) target."""
+    total = None
+    for a in range(0, len(x), chunk):
+        s = fmap(x[a : a + chunk].to(torch.float64)).sum(dim=0)
+        total = s if total is None else total + s
+    return float((total / len(x) - target.to(total.dtype)).norm())

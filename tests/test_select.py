@@ -1,0 +1,115 @@
+"""Herding (mmgen.select): exactness on a constructed case, beats i.i.d. draws on a real table release."""
+
+import inspect
+
+import pytest
+import torch
+
+import mmgen
+import mmgen.select as select_module
+from mmgen.errors import MMGenError
+from mmgen.select import _gram_from_parts, _table_codes, embedding_error, herd, select_herding
+
+DELTA = 1e-5
+
+
+def test_constructed_case_is_matched_exactly():
+    # pool: 10 copies of each basis vector of R^3; the target is the mean of 5·e0, 3·e1, 2·e2
+    pool = torch.eye(3).repeat(10, 1)  # (30, 3)
+    target = torch.tensor([0.5, 0.3, 0.2])
+    idx = herd(pool, target, 10)
+    assert idx.dtype == torch.long and len(idx) == 10
+    assert int(idx.min()) >= 0 and int(idx.max()) < 30 and len(set(idx.tolist())) == 10  # valid, distinct
+    err = float((pool[idx].mean(0) - target).norm())
+    assert err < 1e-12
+    gen = torch.Generator().manual_seed(0)
+    iid = [float((pool[torch.randint(0, 30, (10,), generator=gen)].mean(0) - target).norm()) for _ in range(50)]
+    assert sum(iid) / len(iid) > 0.1  # i.i.d. draws are far off; herding is exact
+
+
+def test_callable_features_and_replacement():
+    gen = torch.Generator().manual_seed(1)
+    pool = torch.randn(500, 8, generator=gen, dtype=torch.float64)
+    target = pool[:40].mean(0)
+    a = herd(pool, target, 40)
+    b = herd(lambda s, e: pool[s:e], target, 40, size=500, chunk=64)
+    assert torch.equal(a, b)
+    assert float((pool[a].mean(0) - target).norm()) < 0.2 * float((pool[40:80].mean(0) - target).norm())
+    r = herd(pool, target, 600, replace=True)  # more picks than rows: only with replacement
+    assert len(r) == 600 and int(r.max()) < 500
+    with pytest.raises(MMGenError, match="distinct"):
+        herd(pool, target, 600)
+    with pytest.raises(MMGenError, match="`n`"):
+        herd(pool, target, 0)
+    with pytest.raises(MMGenError, match="shape"):
+        herd(pool, torch.zeros(7), 3)
+
+
+@pytest.fixture(scope="module")
+def slid_fit():
+    from mmgen.data.examples import example_table
+
+    frame, schema = example_table("carData/SLID")
+    rel = mmgen.release(frame.head(1500), schema=schema, features="table-marginals", epsilon=3.0, delta=DELTA)
+    trained = mmgen.fit("auto", rel, epochs=2, steps_per_epoch=30, batch_size=256, progress=False, seed=0)
+    return rel, trained
+
+
+def _ratio(rel, trained, x, y):
+    """Herded-to-i.i.d. embedding error, summed over classes (the end-to-end threshold's measure)."""
+    f, m = rel.feature_map(), rel.mean_embeddings()
+    xi, yi = trained.sample(len(y), seed=3, labels=y)
+    sel = sum(embedding_error(f, x[y == c], m[c]) for c in y.unique().tolist())
+    iid = sum(embedding_error(f, xi[yi == c], m[c]) for c in y.unique().tolist())
+    return sel / iid
+
+
+def test_herding_beats_iid_on_a_real_table_release(slid_fit):
+    rel, trained = slid_fit
+    x, y = select_herding(trained, rel, 600, pool=4, seed=0)
+    assert x.shape == (600, *rel.input_shape) and y.shape == (600,)
+    counts = torch.bincount(y, minlength=rel.n_classes).double()
+    assert torch.allclose(counts, rel.class_proportions() * 600, atol=1.0)  # rounded noisy proportions
+    assert _ratio(rel, trained, x, y) < 0.8
+
+
+def test_code_gram_equals_dense_gram(slid_fit):
+    rel, trained = slid_fit
+    f = rel.feature_map()
+    x = trained.generator.sample(torch.zeros(200, dtype=torch.long), generator=torch.Generator().manual_seed(0))
+    codes = _table_codes(f, x)
+    assert codes is not None
+    phi = f(x.double())
+    sparse = _gram_from_parts([("codes", 2.0, (codes, bool(f.pairs_), f.scale_**2))], 200)
+    dense = _gram_from_parts([("dense", 2.0, phi)], 200)
+    for j in (0, 17, 199):
+        assert torch.allclose(sparse(j), dense(j), atol=1e-12)
+
+
+def test_takes_a_release_and_a_generator_only(slid_fit):
+    rel, trained = slid_fit
+    params = list(inspect.signature(select_herding).parameters)
+    assert params[:3] == ["trained", "release", "n"]
+    from mmgen.data.examples import example_table
+
+    frame, _ = example_table("carData/SLID")
+    with pytest.raises(MMGenError, match="Release"):
+        select_herding(trained, frame, 10)
+    other = mmgen.release(frame.head(300), schema=example_table("carData/SLID")[1], features="table-marginals",
+                          epsilon=3.0, delta=DELTA)  # fmt: skip
+    with pytest.raises(MMGenError, match="another release"):
+        select_herding(trained, other, 10)
+    with pytest.raises(MMGenError, match="`pool`"):
+        select_herding(trained, rel, 10, pool=0)
+
+
+def test_a_broken_selector_fails_the_threshold(slid_fit, monkeypatch):
+    rel, trained = slid_fit
+
+    def random_indices(features, target, n, *, size=None, **kw):
+        m = size if size is not None else len(features)
+        return torch.randperm(m, generator=torch.Generator().manual_seed(5))[:n]
+
+    monkeypatch.setattr(select_module, "herd", random_indices)
+    x, y = select_herding(trained, rel, 600, pool=4, seed=0)
+    assert _ratio(rel, trained, x, y) >= 0.8
