@@ -113,3 +113,28 @@ def test_a_broken_selector_fails_the_threshold(slid_fit, monkeypatch):
     monkeypatch.setattr(select_module, "herd", random_indices)
     x, y = select_herding(trained, rel, 600, pool=4, seed=0)
     assert _ratio(rel, trained, x, y) >= 0.8
+
+
+def test_image_release_through_the_cli(digits, tmp_path, capsys):
+    import numpy as np
+
+    from mmgen.cli import main
+
+    rel = mmgen.release(digits, features=mmgen.features.create("rff", n_features=64, seed=0), epsilon=1.0, delta=DELTA)
+    path = rel.save(tmp_path / "digits.mmgen")
+    ckpt = tmp_path / "g.ckpt"
+    tiny = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--quiet"]
+    assert main(["fit", str(path), "--out", str(ckpt), *tiny]) == 0
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(ckpt), "--n", "50", "--out", str(out), "--select", "herding", "--pool", "3",
+                 "--release", str(path)]) == 0  # fmt: skip
+    with np.load(out) as z:
+        x, y = torch.as_tensor(z["x"]), torch.as_tensor(z["y"])
+    assert x.shape == (50, 1, 8, 8) and y.shape == (50,)
+    trained = mmgen.Trained.load(ckpt)
+    assert _ratio(rel, trained, x, y) < 1.0
+    capsys.readouterr()
+    assert main(["sample", str(ckpt), "--n", "5", "--out", str(out), "--select", "herding"]) == 2
+    assert "--release" in capsys.readouterr().err
+    assert main(["sample", str(ckpt), "--n", "5", "--out", str(out), "--select", "herding", "--pool", "0",
+                 "--release", str(path)]) == 2  # fmt: skip

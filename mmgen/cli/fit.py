@@ -55,6 +55,11 @@ def add_sample(sub):
     p.add_argument("--out", required=True, help=".npz file to write (tables: .csv or .parquet)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--grid", default=None, help="also write a PNG grid of samples per class")
+    p.add_argument("--select", choices=("iid", "herding"), default="iid", help=(
+        "iid: independent draws (default); herding: draw --pool x N rows and keep the N whose mean embedding "
+        "best matches the release's noisy one, class by class (post-processing, no privacy cost; needs --release)"))
+    p.add_argument("--pool", type=int, default=5, help="with --select herding: pool rows drawn per row kept (default 5)")
+    p.add_argument("--release", default=None, help="with --select herding: the release file the checkpoint was fitted to")
 
 
 def cmd_fit(args) -> None:
@@ -120,6 +125,13 @@ def cmd_sample(args) -> None:
     if args.n < 1:
         raise MMGenError(f"`--n` must be ≥ 1. Got {args.n}.")
     check_picture(args.grid, "--grid")
+    herding = getattr(args, "select", "iid") == "herding"
+    if herding and args.release is None:
+        raise MMGenError("`--select herding` needs `--release FILE`, the release the checkpoint was fitted to.")
+    if herding and args.pool < 1:
+        raise MMGenError(f"`--pool` must be ≥ 1. Got {args.pool}.")
+    if not herding and getattr(args, "release", None) is not None:
+        raise MMGenError("`--release` is read only with `--select herding`.")
     from ..files import sniff
 
     if sniff(args.checkpoint) == "vae":
@@ -127,6 +139,15 @@ def cmd_sample(args) -> None:
     expect(args.checkpoint, "checkpoint", "`mmgen sample`")
     trained = Trained.load(args.checkpoint)
     from ..train import not_for_publication_message
+
+    def draw():
+        if not herding:
+            return trained.sample(args.n, seed=args.seed)
+        from ..release import Release
+        from ..select import select_herding
+
+        expect(args.release, "release", "`mmgen sample --select herding`")  # progress: INFO on mmgen.select
+        return select_herding(trained, Release.load(args.release), args.n, pool=args.pool, seed=args.seed, progress=True)
 
     def mark() -> None:  # after every check and the draw: a refused command prints its one error line only
         if not trained.for_publication:
@@ -137,7 +158,12 @@ def cmd_sample(args) -> None:
 
         if Path(args.out).suffix.lower() not in (".csv", ".parquet") or args.grid:
             raise MMGenError(f"This checkpoint makes table rows: `--out` must be a .csv or .parquet file (and no --grid). Got {args.out!r}.")
-        frame = trained.sample_table(args.n, seed=args.seed)
+        if herding:
+            from ..data.schema import Schema
+
+            frame = Schema.from_dict(trained.release_info["data"]["table"]).decode(*draw())
+        else:
+            frame = trained.sample_table(args.n, seed=args.seed)
         mark()  # a table's CSV/Parquet carries no metadata: the console says it
         write_table(frame, args.out)
         print(f"wrote {args.out}: {args.n} rows, columns {', '.join(frame.columns)}")
@@ -147,7 +173,7 @@ def cmd_sample(args) -> None:
     shape = tuple(trained.generator.config.input_shape)
     if args.grid and (len(shape) != 3 or shape[0] not in (1, 3)):
         raise MMGenError(f"`--grid` needs image records (1 or 3, H, W); this checkpoint makes records of shape {shape}.")
-    x, y = trained.sample(args.n, seed=args.seed)
+    x, y = draw()
     mark()
     p = trained.release_info["privacy"]
     write_samples(args.out, x, y, p, source={"kind": "checkpoint", "release_content_hash": trained.release_info.get("content_hash")})
