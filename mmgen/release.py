@@ -28,7 +28,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -411,7 +411,7 @@ def release(
     table = data.table
     layout = None
     if table is not None:
-        from .data.tables import Schema
+        from .data.schema import Schema
 
         layout = Schema.from_dict(table).layout()
     fmaps = _feature_maps(features, data.input_shape, (data.low, data.high), layout)

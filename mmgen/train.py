@@ -175,7 +175,7 @@ class Trained:
         table = self.release_info["data"].get("table")
         if table is None:
             raise MMGenError("This generator was fitted to a release of arrays, not of a table: use sample().")
-        from .data.tables import Schema
+        from .data.schema import Schema
 
         x, y = self.sample(n, seed=seed, labels=labels)
         return Schema.from_dict(table).decode(x, y)

@@ -167,7 +167,7 @@ PUBLIC_RANDOMNESS = {
     },
     "data/loaders.py": {"perm = np.random.default_rng(seed).permutation(n)":
                         "the fixed public train/test split of a benchmark data set that ships without one (digits)"},
-    "data/tables.py": {"rng = np.random.default_rng(seed)": "positions inside bins when decoding synthetic codes"},
+    "data/schema.py": {"rng = np.random.default_rng(seed)": "positions inside bins when decoding synthetic codes"},
     "evolve/api.py": {
         "self.rng = torch.Generator()": "the generator API's latents and variations: public candidates",
         "self.rng.manual_seed(seed) if seed is not None else self.rng.seed()": "the same, seeded",

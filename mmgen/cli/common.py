@@ -139,7 +139,7 @@ BENCHMARKS = ("digits", "fashion-mnist")  # public data sets: their names may be
 
 def declared_schema(args, table: bool):
     """The table's public schema (``--schema``), read and checked before any data; None for arrays."""
-    from ..data.tables import Schema
+    from ..data.schema import Schema
     from ..errors import MMGenError
 
     if not table:

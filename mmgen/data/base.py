@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import torch
 
 from ..errors import DataError
+from .holdout import holdout_mask
 
 __all__ = ["Dataset", "iter_batches", "VALIDATION_SALT"]
 
@@ -94,7 +95,6 @@ class Dataset:
             >>> len(val.y_train), len(val.y_test)
             (1071, 367)
         """
-        from .loaders import holdout_mask
 
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise DataError(f"`seed` must be an integer ≥ 0. Got {seed!r}.")

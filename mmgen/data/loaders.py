@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -11,7 +10,9 @@ import torch
 
 from ..errors import DataError
 from .base import Dataset
+from .holdout import HOLDOUT_SALT, holdout_mask
 from .idx import load_fashion_mnist, load_idx_folder
+from .tables import load_table
 
 __all__ = ["load", "load_digits", "load_npz", "holdout_mask", "SPECS", "HOLDOUT_SALT"]
 
@@ -44,45 +45,6 @@ def load_digits() -> Dataset:
         x_test=x[test].contiguous(), y_test=y[test], n_classes=10,
         class_names=tuple(str(i) for i in range(10)),
     )  # fmt: skip
-
-
-HOLDOUT_SALT = b"mmgen-holdout-v1"  # public salt of the per-record hashed hold-out
-
-
-def holdout_mask(x: np.ndarray, y: np.ndarray, fraction: float, salt: bytes = HOLDOUT_SALT) -> np.ndarray:
-    """Which records go to the hold-out side: a keyed hash of each record's own bytes, nothing else.
-
-    Record i is held out when ``SHA-256(salt ‖ x_i ‖ y_i)``, read as a number in
-    [0, 1), is below ``fraction``. A record's side depends only on that record
-    (and the public salt), never on N or on the other records, so adding or
-    removing one record changes the released side by at most that record.
-
-    Args:
-        x ((N, ...) ndarray): records, as stored in the file.
-        y ((N,) ndarray): labels.
-        fraction: expected share of records held out, in (0, 1).
-        salt: public salt.
-
-    Returns:
-        (N,) bool ndarray, True for held-out records.
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.arange(12, dtype=np.float32).reshape(6, 2)
-        >>> m = holdout_mask(x, np.zeros(6, dtype=np.int64), 0.5)
-        >>> bool((holdout_mask(x[::-1], np.zeros(6, dtype=np.int64), 0.5)[::-1] == m).all())  # order-free
-        True
-    """
-    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
-        raise DataError(f"`holdout` must be a fraction in (0, 1). Got {fraction!r}.")
-    x = np.ascontiguousarray(x)
-    y = np.ascontiguousarray(y.astype(np.int64))
-    cut = int(fraction * 2**64)
-    out = np.empty(len(x), dtype=bool)
-    for i in range(len(x)):
-        digest = hashlib.sha256(salt + x[i].tobytes() + y[i].tobytes()).digest()
-        out[i] = int.from_bytes(digest[:8], "big") < cut
-    return out
 
 
 def load_npz(
@@ -250,7 +212,6 @@ def load(
             raise DataError(f"A table ({spec}) needs its public schema: --schema schema.json (draft one with `mmgen schema draft`).")
         if any(v is not None for v in (n_classes, low, high, max_train, max_test)):
             raise DataError("A table's classes and domain come from its schema; --n-classes/--low/--high do not apply.")
-        from .tables import load_table
 
         return load_table(spec, schema, holdout=holdout, clip=clip)
     if schema is not None or clip:

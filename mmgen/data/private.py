@@ -43,6 +43,7 @@ import torch
 
 from ..errors import DataError, PrivacyError
 from .base import Dataset, iter_batches
+from .tables import TableStream
 
 __all__ = ["PrivateData", "check_batch"]
 
@@ -137,8 +138,6 @@ class PrivateData:
     def __init__(self, data: Any, y: torch.Tensor | None = None, *, n_classes: int | None = None,
                  input_shape=None, bounds: tuple[float, float] | None = None, clip: bool = False,
                  batch_size: int = 4096, name: str | None = None, record=None) -> None:  # fmt: skip
-        from .tables import TableStream
-
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise DataError(f"`batch_size` must be a positive integer. Got {batch_size!r}.")
         self.record, self._admitted, self._table = record, record is None, None

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.tables import BINNED_MISSING, CATEGORICAL, Schema
+from ..data.schema import BINNED_MISSING, CATEGORICAL, Schema
 from ..errors import DataError
 
 __all__ = [

@@ -189,7 +189,7 @@ def for_release(release, kind: str = "auto", **options) -> Generator:
     if kind == "table":
         if table is None:
             raise MMGenError("The 'table' generator needs a release of a table (made with a schema).")
-        from ..data.tables import Schema
+        from ..data.schema import Schema
 
         options = {"layout": Schema.from_dict(table).layout(), **options}
     low, high = release.bounds
