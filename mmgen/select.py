@@ -114,18 +114,19 @@ def herd(
             def gram_column(j):
                 fj = features(j, j + 1).to(torch.float64)[0]
                 return torch.cat([f.to(torch.float64) @ fj for _, f in _chunks(features, size, chunk)])
-    g = torch.zeros(size, dtype=torch.float64)  # ⟨φ_i, s_t⟩
-    taken = torch.zeros(size, dtype=torch.bool)
+    # score_t = ‖φ‖² + 2(g_t − (t+1)h) with g_t = ⟨φ, s_t⟩, kept up to date in place:
+    # after picking j, g gains K[:, j] and (t+1)h gains h, so score += 2(K[:, j] − h)
+    score = norms - 2.0 * h
+    h2 = 2.0 * h
     out = torch.empty(n, dtype=torch.long)
     last = time.monotonic()
     for t in range(n):
-        score = norms + 2.0 * (g - (t + 1) * h)
-        if not replace:
-            score.masked_fill_(taken, math.inf)
         j = int(torch.argmin(score))
         out[t] = j
-        taken[j] = True
-        g += gram_column(j).to(torch.float64)
+        score += 2.0 * gram_column(j).to(torch.float64)
+        score -= h2
+        if not replace:
+            score[j] = math.inf  # stays inf under the updates
         if progress and time.monotonic() - last > 10.0:
             last = time.monotonic()
             log.info("herding: %d of %d rows picked", t + 1, n)
@@ -133,7 +134,7 @@ def herd(
 
 
 def _table_codes(fmap, x: torch.Tensor) -> torch.Tensor | None:
-    """Cell codes ((M, K) int64) of a table-marginals map's rows if every column vector is one-hot, else None."""
+    """Cell codes ((K, M) int16) of a table-marginals map's rows if every column vector is one-hot, else None."""
     codes = []
     for a in range(0, len(x), 8192):
         u = fmap.column_vectors(x[a : a + 8192].reshape(len(x[a : a + 8192]), -1).to(torch.float64))
@@ -141,9 +142,9 @@ def _table_codes(fmap, x: torch.Tensor) -> torch.Tensor | None:
         for v in u:
             if not bool(((v == 0) | (v == 1)).all()) or not bool((v.sum(dim=1) == 1).all()):
                 return None
-            cols.append(v.argmax(dim=1))
+            cols.append(v.argmax(dim=1).to(torch.int16))
         codes.append(torch.stack(cols, dim=1))
-    return torch.cat(codes)
+    return torch.cat(codes).t().contiguous()  # (K, M)
 
 
 def _gram_from_parts(parts, size: int):
@@ -152,10 +153,14 @@ def _gram_from_parts(parts, size: int):
         out = torch.zeros(size, dtype=torch.float64)
         for kind, w, obj in parts:
             if kind == "codes":
-                codes, k, scale2 = obj
-                a = (codes == codes[j]).sum(dim=1).to(torch.float64)  # (M,) shared cells
-                pairs = a * (a - 1) / 2 if k else torch.zeros_like(a)
-                out += w * scale2 * (a + pairs)
+                codes, two_way, scale2 = obj  # codes: (K, M), one contiguous row per column
+                a = (codes[0] == codes[0, j]).to(torch.uint8)
+                for k in range(1, codes.shape[0]):
+                    a += codes[k] == codes[k, j]  # (M,) cells shared with row j
+                a = a.long()
+                lut = torch.arange(codes.shape[0] + 1, dtype=torch.float64)
+                lut = w * scale2 * (lut + (lut * (lut - 1) / 2 if two_way else 0.0))  # a + a(a−1)/2 shared pairs
+                out += lut[a]
             else:
                 out += w * (obj @ obj[j])  # (M, D) @ (D,)
         return out
