@@ -138,3 +138,18 @@ def test_image_release_through_the_cli(digits, tmp_path, capsys):
     assert "--release" in capsys.readouterr().err
     assert main(["sample", str(ckpt), "--n", "5", "--out", str(out), "--select", "herding", "--pool", "0",
                  "--release", str(path)]) == 2  # fmt: skip
+
+
+def test_table_default_herds_when_the_release_is_given(slid_fit, tmp_path, capsys):
+    import pandas as pd
+
+    from mmgen.cli import main
+
+    rel, trained = slid_fit
+    path, ckpt = rel.save(tmp_path / "slid.mmgen"), trained.save(tmp_path / "slid.ckpt")
+    out = tmp_path / "s.csv"
+    assert main(["sample", str(ckpt), "--n", "80", "--out", str(out), "--release", str(path), "--pool", "2"]) == 0
+    assert len(pd.read_csv(out)) == 80 and "i.i.d." not in capsys.readouterr().err
+    assert main(["sample", str(ckpt), "--n", "80", "--out", str(out)]) == 0  # no release: i.i.d., and it says so
+    assert "--release" in capsys.readouterr().err
+    assert main(["sample", str(ckpt), "--n", "8", "--out", str(out), "--select", "iid", "--release", str(path)]) == 2

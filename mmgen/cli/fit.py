@@ -55,9 +55,10 @@ def add_sample(sub):
     p.add_argument("--out", required=True, help=".npz file to write (tables: .csv or .parquet)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--grid", default=None, help="also write a PNG grid of samples per class")
-    p.add_argument("--select", choices=("iid", "herding"), default="iid", help=(
-        "iid: independent draws (default); herding: draw --pool x N rows and keep the N whose mean embedding "
-        "best matches the release's noisy one, class by class (post-processing, no privacy cost; needs --release)"))
+    p.add_argument("--select", choices=("auto", "iid", "herding"), default="auto", help=(
+        "iid: independent draws; herding: draw --pool x N rows and keep the N whose mean embedding "
+        "best matches the release's noisy one, class by class (post-processing, no privacy cost; needs --release); "
+        "auto (default): herding for a table when --release is given, else iid"))
     p.add_argument("--pool", type=int, default=5, help="with --select herding: pool rows drawn per row kept (default 5)")
     p.add_argument("--release", default=None, help="with --select herding: the release file the checkpoint was fitted to")
 
@@ -125,13 +126,13 @@ def cmd_sample(args) -> None:
     if args.n < 1:
         raise MMGenError(f"`--n` must be ≥ 1. Got {args.n}.")
     check_picture(args.grid, "--grid")
-    herding = getattr(args, "select", "iid") == "herding"
-    if herding and args.release is None:
+    select = getattr(args, "select", "iid")
+    if select == "herding" and args.release is None:
         raise MMGenError("`--select herding` needs `--release FILE`, the release the checkpoint was fitted to.")
-    if herding and args.pool < 1:
+    if select != "iid" and args.pool < 1:
         raise MMGenError(f"`--pool` must be ≥ 1. Got {args.pool}.")
-    if not herding and getattr(args, "release", None) is not None:
-        raise MMGenError("`--release` is read only with `--select herding`.")
+    if select == "iid" and getattr(args, "release", None) is not None:
+        raise MMGenError("`--release` is read only with `--select herding` or `auto`.")
     from ..files import sniff
 
     if sniff(args.checkpoint) == "vae":
@@ -139,6 +140,14 @@ def cmd_sample(args) -> None:
     expect(args.checkpoint, "checkpoint", "`mmgen sample`")
     trained = Trained.load(args.checkpoint)
     from ..train import not_for_publication_message
+
+    is_table = trained.release_info["data"].get("table") is not None
+    herding = select == "herding" or (select == "auto" and is_table and args.release is not None)
+    if select == "auto" and is_table and args.release is None:
+        warn("drawing i.i.d. rows; give `--release FILE` (the release this checkpoint was fitted to) to herd rows "
+             "toward its marginals instead (lower marginal error, no privacy cost)")
+    if select == "auto" and not is_table and args.release is not None:
+        raise MMGenError("`--select auto` herds table rows only; use `--select herding` for these records.")
 
     def draw():
         if not herding:
