@@ -14,20 +14,29 @@ mmgen writes four kinds of files:
 directory, so that a command given the wrong kind can say what it got and which
 command takes it (:func:`expect`), instead of a parser's message about header lengths
 or pickles.
+
+The safetensors kinds are written and read through :func:`write_safetensors_atomic` (temporary
+file, fsync, rename) and :func:`read_safetensors_checked` (kind, format version and
+:func:`content_hash` checked before anything is used).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
+import tempfile
 import zipfile
 from pathlib import Path
 
-from .errors import FormatError
+import torch
+
+from . import __version__
+from .errors import DataError, FormatError, MMGenError
 
 __all__ = ["sniff", "expect", "describe", "load_samples", "check_picture", "metadata", "budget_stamp", "KINDS",
-           "PICTURE_SUFFIXES"]
+           "PICTURE_SUFFIXES", "content_hash", "write_safetensors_atomic", "read_safetensors_checked"]
 
 KINDS = ("release", "checkpoint", "vae", "samples", "unknown")
 
@@ -92,8 +101,6 @@ def check_picture(path: str | os.PathLike | None, what: str) -> None:
     Raises:
         MMGenError: the suffix is not one of :data:`PICTURE_SUFFIXES`.
     """
-    from .errors import MMGenError
-
     if path is not None and Path(path).suffix.lower() not in PICTURE_SUFFIXES:
         raise MMGenError(f"`{what}` must name a picture file ({', '.join(PICTURE_SUFFIXES)}). Got {str(path)!r}.")
 
@@ -142,8 +149,6 @@ def load_samples(path: str | os.PathLike, command: str = "`mmgen evaluate`"):
         DataError: ``x``/``y`` have the wrong shape or dtype.
     """
     import numpy as np
-
-    from .errors import DataError
 
     if not Path(path).is_file():
         raise FormatError(f"Samples file {path} does not exist.")
@@ -207,3 +212,82 @@ def budget_stamp(path: str | os.PathLike) -> dict | None:
         if stamp is None and isinstance(meta.get(part), dict):
             stamp = meta[part].get("budget_record")
     return stamp if isinstance(stamp, dict) else None
+
+
+# -- safetensors files: content hash, atomic write, checked read -------------
+def content_hash(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the canonical JSON metadata and every tensor's name, shape, dtype and bytes.
+
+    The metadata's ``content_hash`` and a release's ``budget_record`` stamp are left out: the budget record's
+    entry for a release holds its content hash, and the stamp is the record's head after that entry.
+    """
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k not in ("content_hash", "budget_record")},
+                                  sort_keys=True).encode())  # fmt: skip
+    for name in sorted(tensors):
+        t = tensors[name].cpu()
+        t = t.new_empty(t.shape).copy_(t)  # standard strides, also on size-1 dimensions
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Writes a safetensors file atomically: temporary file, fsync, ``os.replace``."""
+    from safetensors.torch import save  # safetensors is imported when a file is written, not with mmgen
+
+    path = Path(path)
+    if path.is_dir():
+        raise MMGenError(f"{path} is a folder; give the name of a file to write.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = save(tensors, metadata=metadata)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_safetensors_checked(path: str | os.PathLike, kind: str, version: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """Reads a safetensors file written by mmgen and checks its kind, version and content hash."""
+    from safetensors import SafetensorError  # as in write_safetensors_atomic
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path} does not exist.")
+    data = path.read_bytes()
+    what = {"mmgen.release": "release", "mmgen.vae": "VAE file"}.get(kind, "checkpoint")
+    if len(data) < 8:
+        raise FormatError(f"{path} is not an mmgen {what} (file too short; truncated?).")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise FormatError(
+            f"{path} is not an mmgen {what} or is truncated: its header length says {n} bytes, "
+            f"the file has {len(data) - 8} after the length."
+        )
+    try:
+        header = json.loads(data[8 : 8 + n])
+        meta = json.loads(header["__metadata__"]["mmgen"])
+    except (ValueError, KeyError, TypeError):
+        raise FormatError(f"{path} is not an mmgen {what} (no mmgen metadata in a safetensors header).") from None
+    if not isinstance(meta, dict) or meta.get("format") != kind:
+        raise FormatError(f"{path} is not an mmgen {what} (format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {kind!r}).")
+    if meta.get("format_version") != version:
+        raise FormatError(
+            f"{path} has {what} format version {meta.get('format_version')!r}; this mmgen ({__version__}) reads "
+            f"version {version}. Upgrade mmgen to read newer files."
+        )
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise FormatError(f"{path} is damaged (truncated or altered): {exc}") from None
+    expected = meta.get("content_hash")
+    if expected != content_hash(meta, tensors):
+        raise FormatError(f"{path} was altered or damaged: its content hash does not match.")
+    return tensors, meta

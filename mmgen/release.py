@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import struct
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -37,6 +34,7 @@ from .data.base import Dataset
 from .data.private import PrivateData, check_batch
 from .errors import DataError, FormatError, MMGenError, PrivacyError
 from .features import FeatureMap, default_budget_split, from_spec, statistics
+from .files import content_hash, read_safetensors_checked, write_safetensors_atomic  # also mmgen.release's names
 from .privacy.bounds import check_rounding_budget, fixed_point_class_sums, from_fixed_point
 from .privacy import (
     NOISE_SOURCE,
@@ -244,85 +242,6 @@ class Release:
         if not stats:
             raise FormatError(f"{path} is not a well-formed mmgen release (no statistics).")
         return cls(statistics=tuple(stats), metadata=header)
-
-
-# -- file helpers (shared with checkpoints) -----------------------------------
-def content_hash(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the canonical JSON metadata and every tensor's name, shape, dtype and bytes.
-
-    The metadata's ``content_hash`` and a release's ``budget_record`` stamp are left out: the budget record's
-    entry for a release holds its content hash, and the stamp is the record's head after that entry.
-    """
-    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k not in ("content_hash", "budget_record")},
-                                  sort_keys=True).encode())  # fmt: skip
-    for name in sorted(tensors):
-        t = tensors[name].cpu()
-        t = t.new_empty(t.shape).copy_(t)  # standard strides, also on size-1 dimensions
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Writes a safetensors file atomically: temporary file, fsync, ``os.replace``."""
-    from safetensors.torch import save
-
-    path = Path(path)
-    if path.is_dir():
-        raise MMGenError(f"{path} is a folder; give the name of a file to write.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = save(tensors, metadata=metadata)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def read_safetensors_checked(path: str | os.PathLike, kind: str, version: int) -> tuple[dict[str, torch.Tensor], dict]:
-    """Reads a safetensors file written by mmgen and checks its kind, version and content hash."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path} does not exist.")
-    data = path.read_bytes()
-    what = {FORMAT: "release", "mmgen.vae": "VAE file"}.get(kind, "checkpoint")
-    if len(data) < 8:
-        raise FormatError(f"{path} is not an mmgen {what} (file too short; truncated?).")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8:
-        raise FormatError(
-            f"{path} is not an mmgen {what} or is truncated: its header length says {n} bytes, "
-            f"the file has {len(data) - 8} after the length."
-        )
-    try:
-        header = json.loads(data[8 : 8 + n])
-        meta = json.loads(header["__metadata__"]["mmgen"])
-    except (ValueError, KeyError, TypeError):
-        raise FormatError(f"{path} is not an mmgen {what} (no mmgen metadata in a safetensors header).") from None
-    if not isinstance(meta, dict) or meta.get("format") != kind:
-        raise FormatError(f"{path} is not an mmgen {what} (format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {kind!r}).")
-    if meta.get("format_version") != version:
-        raise FormatError(
-            f"{path} has {what} format version {meta.get('format_version')!r}; this mmgen ({__version__}) reads "
-            f"version {version}. Upgrade mmgen to read newer files."
-        )
-    try:
-        tensors = load(data)
-    except (SafetensorError, ValueError) as exc:
-        raise FormatError(f"{path} is damaged (truncated or altered): {exc}") from None
-    expected = meta.get("content_hash")
-    if expected != content_hash(meta, tensors):
-        raise FormatError(f"{path} was altered or damaged: its content hash does not match.")
-    return tensors, meta
 
 
 # -- making a release -------------------------------------------------------

@@ -30,8 +30,9 @@ import torch
 
 from .config import Config
 from .errors import FormatError, MMGenError, NotForPublicationWarning
+from .files import content_hash, read_safetensors_checked, write_safetensors_atomic
 from .generators import Generator, GeneratorConfig, create_generator, for_release
-from .release import Release, read_safetensors_checked, write_safetensors_atomic, content_hash
+from .release import Release
 
 __all__ = ["TrainConfig", "Trained", "fit", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 

@@ -204,7 +204,7 @@ class TrainedVAE:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the model atomically (safetensors + JSON, no pickle)."""
-        from ..release import content_hash, write_safetensors_atomic
+        from ..files import content_hash, write_safetensors_atomic
         from ..train import optimizer_tensors
 
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
@@ -219,8 +219,7 @@ class TrainedVAE:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainedVAE":
         """Reads and verifies a VAE file (never unpickles). Raises FormatError on anything else."""
-        from ..files import expect
-        from ..release import read_safetensors_checked
+        from ..files import expect, read_safetensors_checked
         from ..train import optimizer_state_from
 
         expect(path, "vae", "TrainedVAE.load")
