@@ -168,7 +168,7 @@ def _gram_from_parts(parts, size: int):
     return column
 
 
-def select_herding(trained, release, n: int, *, pool: int = 5, seed: int | None = None, progress: bool = False,
+def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None = None, progress: bool = False,
                    chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-conditional herding: ``n`` labelled rows chosen from a generated pool to match the release.
 

@@ -59,7 +59,7 @@ def add_sample(sub):
         "iid: independent draws; herding: draw --pool x N rows and keep the N whose mean embedding "
         "best matches the release's noisy one, class by class (post-processing, no privacy cost; needs --release); "
         "auto (default): herding for a table when --release is given, else iid"))
-    p.add_argument("--pool", type=int, default=5, help="with --select herding: pool rows drawn per row kept (default 5)")
+    p.add_argument("--pool", type=int, default=2, help="with herding: pool rows drawn per row kept (default 2, chosen on carData/SLID)")
     p.add_argument("--release", default=None, help="with --select herding: the release file the checkpoint was fitted to")
 
 
