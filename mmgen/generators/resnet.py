@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import MMGenError
-from .nets import Generator, GeneratorConfig
+from .base import Generator, GeneratorConfig, register
 
 __all__ = ["ResNetGenerator"]
 
@@ -44,8 +44,11 @@ class _UpBlock(nn.Module):
         return self.shortcut(up) + r
 
 
+@register
 class ResNetGenerator(Generator):
     """z ⊕ one-hot(y) → linear → 2 residual up-blocks (×4 resolution) → conv → crop → into the domain."""
+
+    name = "resnet"
 
     def __init__(self, config: GeneratorConfig):
         super().__init__(config)

@@ -23,18 +23,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .nets import Generator, GeneratorConfig
+from ..features.tabular import check_layout
+from .base import Generator, GeneratorConfig, register
 
 __all__ = ["TableGenerator"]
 
 
+@register
 class TableGenerator(Generator):
     """Class-conditional generator of encoded table rows (see the module)."""
 
+    name = "table"
+
     def __init__(self, config: GeneratorConfig):
         super().__init__(config)
-        from ..features.tabular import check_layout
-
         self.layout = check_layout(config.layout)
         raw = {"numeric": lambda s, b: 1, "numeric-missing": lambda s, b: 2, "binned": lambda s, b: 2 * b,
                "binned-missing": lambda s, b: 2 * b + 1, "categorical": lambda s, b: s}  # fmt: skip
