@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 
 from .errors import MMGenError
+from .release import Release
 
 __all__ = ["herd", "select_herding", "embedding_error"]
 
@@ -187,8 +188,6 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
     Raises:
         MMGenError: mismatched release, bad ``n`` or ``pool``.
     """
-    from .release import Release
-
     if not isinstance(release, Release):
         raise MMGenError(f"select_herding() takes a Release. Got {type(release).__name__}.")
     want = trained.release_info.get("content_hash")
