@@ -162,7 +162,7 @@ def rff_class_sums(
     """
     chosen = resolve_backend(backend, x.device, "rff_class_sums")
     if chosen == "triton":
-        from .rff_triton import rff_class_sums_triton
+        from .rff_triton import rff_class_sums_triton  # needs triton, an optional dependency
 
         _check_inputs(x, weights, y, n_classes)
         return rff_class_sums_triton(x, weights, y, n_classes)
@@ -187,7 +187,7 @@ def rff_matching_loss_reference(
     Returns:
         A scalar tensor.
     """
-    from mmgen.features.base import class_mean_matching_loss
+    from mmgen.features.base import class_mean_matching_loss  # here, not at the top: mmgen.features.rff imports this module
 
     return class_mean_matching_loss(rff_features(x, weights), y, targets, unbiased=unbiased)  # features (B, 2F)
 
@@ -197,9 +197,9 @@ class _FusedMatchingLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weights, y, targets, unbiased):
-        from mmgen.features.base import matching_loss_from_sums
+        from mmgen.features.base import matching_loss_from_sums  # as in rff_matching_loss_reference (a circle)
 
-        from .rff_triton import rff_class_sums_triton
+        from .rff_triton import rff_class_sums_triton  # needs triton, an optional dependency
 
         n_classes = targets.shape[0]
         sums = rff_class_sums_triton(x, weights, y, n_classes)  # (C, 2F)
@@ -222,7 +222,7 @@ class _FusedMatchingLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        from .rff_triton import rff_loss_grad_triton
+        from .rff_triton import rff_loss_grad_triton  # needs triton (only reached after forward ran on Triton)
 
         x, weights, y, residual, grad_residual, counts = ctx.saved_tensors
         f = weights.shape[1]

@@ -7,8 +7,7 @@ Private Evolution (:mod:`mmgen.evolve`) can refine their samples with a
 further, accounted share of the budget.
 """
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from . import data, errors, evaluate, evolve, features, files, privacy  # noqa: E402
 from .errors import MMGenError  # noqa: E402
 from .release import Release, release  # noqa: E402

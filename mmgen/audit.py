@@ -62,9 +62,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .data import load
 from .data.base import Dataset, iter_batches
 from .errors import DataError, MMGenError, PrivacyError
-from .features import FeatureMap, default_budget_split
+from .features import BUNDLES, FeatureMap, create, default_budget_split, statistics
 from .privacy import (
     check_epsilon_delta,
     check_neighbouring,
@@ -254,8 +255,6 @@ def _noisy_scores(base, reference, direction, stds, multipliers, sens, noise_sca
 # -- data and canary ----------------------------------------------------------------
 def _resolve_data(data, n_records, n_classes, bounds):
     if isinstance(data, str):
-        from .data import load
-
         data = load(data)
     if isinstance(data, Dataset):
         x, y = data.x_train, data.y_train
@@ -395,8 +394,6 @@ def audit(
     input_shape = tuple(x.shape[1:])
     default_split = default_budget_split(features)  # as mmgen.release: a bundle name brings its own split
     if isinstance(features, str):
-        from .features import BUNDLES, create, statistics
-
         if "," in features or features in BUNDLES:  # a statistics spec: several Gaussian statistics
             features = statistics(features, input_shape=input_shape, bounds=bounds, options={"*": dict(feature_options or {})})
         else:

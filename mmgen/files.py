@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .errors import DataError, FormatError, MMGenError
 
 __all__ = ["sniff", "expect", "describe", "load_samples", "check_picture", "metadata", "budget_stamp", "KINDS",

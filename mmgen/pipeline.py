@@ -6,6 +6,11 @@ import json
 import time
 from pathlib import Path
 
+import mmgen
+from mmgen.errors import MMGenError
+from mmgen.evaluate import downstream_accuracy
+from mmgen.evaluate.grid import save_grid
+
 __all__ = ["run_demo", "DEMO_SETTINGS"]
 
 # Settings per data set: digits' were chosen on digits; Fashion-MNIST's generator is sized for a
@@ -39,16 +44,10 @@ def run_demo(
     Raises:
         MMGenError: ``out`` already holds ``release.mmgen`` and ``force`` is false.
     """
-    import mmgen
-    from mmgen.evaluate import downstream_accuracy
-    from mmgen.evaluate.grid import save_grid
-
     settings = DEMO_SETTINGS.get(data.partition(":")[0], DEMO_SETTINGS["fashion-mnist"])
     epochs = epochs or settings["epochs"]
     out_dir = Path(out)
     if (out_dir / "release.mmgen").exists() and not force:
-        from mmgen.errors import MMGenError
-
         raise MMGenError(f"{out_dir} already holds a demo release ({out_dir / 'release.mmgen'}); running again "
                          "spends epsilon again. Pass --force (force=True) to overwrite it, or choose another --out.")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)

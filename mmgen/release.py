@@ -29,11 +29,17 @@ from typing import Iterable, Sequence
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .data.base import Dataset
+from mmgen.kernels.rff import clear_workspace
+
 from .data.private import PrivateData, check_batch
+from .data.schema import Schema
+from .data.tables import load_table
 from .errors import DataError, FormatError, MMGenError, PrivacyError
 from .features import FeatureMap, default_budget_split, from_spec, statistics
+from .features.base import get_class
+from .features.bundles import expand
 from .files import content_hash, read_safetensors_checked, write_safetensors_atomic  # also mmgen.release's names
 from .privacy.bounds import check_rounding_budget, fixed_point_class_sums, from_fixed_point
 from .privacy import (
@@ -318,8 +324,6 @@ def release(
     if not (0 < count_weight < 1):
         raise PrivacyError(f"`count_weight` must be in (0, 1). Got {count_weight!r}.")
     if type(x).__name__ == "DataFrame" or schema is not None:
-        from .data.tables import load_table
-
         if type(x).__name__ != "DataFrame" or y is not None:
             raise DataError("A table release takes a pandas data frame `x` and its `schema` (the label is a column).")
         if clip:
@@ -330,8 +334,6 @@ def release(
     table = data.table
     layout = None
     if table is not None:
-        from .data.schema import Schema
-
         layout = Schema.from_dict(table).layout()
     fmaps = _feature_maps(features, data.input_shape, (data.low, data.high), layout)
     shares = default_budget_split(features) if budget_split is None else [float(w) for w in budget_split]
@@ -446,8 +448,6 @@ def accumulate_fixed_point(
                 if bar is not None:
                     bar.update(1)
     finally:
-        from mmgen.kernels.rff import clear_workspace
-
         clear_workspace()  # the kernels' reused buffer holds features of the last private chunk
     return sums, counts
 
@@ -534,8 +534,6 @@ def _feature_maps(features, input_shape, bounds, layout=None) -> list[FeatureMap
     gives the matching default split. With a table's ``layout``, every map that reads one
     (``table-marginals``, ``table-rff``) gets it, and an instance must carry the same one.
     """
-    from .features.bundles import expand
-    from .features.base import get_class
     items = [features] if isinstance(features, (str, FeatureMap)) else list(features)
     if not items:
         raise MMGenError("`features` is empty: name at least one feature map.")

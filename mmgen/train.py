@@ -29,8 +29,9 @@ from typing import Sequence
 import torch
 
 from .config import Config
+from .data.schema import Schema
 from .errors import FormatError, MMGenError, NotForPublicationWarning
-from .files import content_hash, read_safetensors_checked, write_safetensors_atomic
+from .files import content_hash, expect, read_safetensors_checked, sniff, write_safetensors_atomic
 from .generators import Generator, GeneratorConfig, create_generator, for_release
 from .release import Release
 
@@ -176,8 +177,6 @@ class Trained:
         table = self.release_info["data"].get("table")
         if table is None:
             raise MMGenError("This generator was fitted to a release of arrays, not of a table: use sample().")
-        from .data.schema import Schema
-
         x, y = self.sample(n, seed=seed, labels=labels)
         return Schema.from_dict(table).decode(x, y)
 
@@ -229,8 +228,6 @@ class Trained:
             FormatError: the file is missing, damaged, another mmgen kind (a release, samples)
                 or not an mmgen checkpoint.
         """
-        from .files import expect, sniff
-
         if sniff(path) != "release":  # a release is refused below, by its format; others by their kind
             expect(path, "checkpoint", "Trained.load")
         tensors, meta = read_safetensors_checked(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)

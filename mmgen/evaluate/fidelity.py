@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, MMGenError
+from ..features import create
 
 __all__ = [
     "FD_NAME",
@@ -110,8 +111,6 @@ def efficientnet_lite0_embedding(
         DataError: if ``x`` is not a batch of 1- or 3-channel images.
         MMGenError: if the weights are not installed.
     """
-    from ..features import create
-
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise DataError(f"The EfficientNet-Lite0 embedding needs images (N, 1 or 3, H, W). Got {tuple(x.shape)}.")
     fmap = create("perceptual", input_shape=tuple(x.shape[1:]), bounds=(low, high), image_size=image_size, layers=("head",))

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DataError
+from ..files import check_picture
+
 __all__ = ["save_grid", "save_sample_grid", "image_grid"]
 
 
@@ -29,9 +32,6 @@ def save_grid(trained, path: str | os.PathLike, per_class: int = 10, seed: int =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..errors import DataError
-    from ..files import check_picture
 
     check_picture(path, "path")
     cfg = trained.generator.config
@@ -79,9 +79,6 @@ def save_sample_grid(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..errors import DataError
-    from ..files import check_picture
 
     check_picture(path, "path")
     if x.dim() != 4 or x.shape[1] not in (1, 3):

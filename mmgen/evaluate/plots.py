@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import DataError
+from ..files import check_picture, describe, sniff
 
 __all__ = ["ACCURACY_KEYS", "load_reports", "accuracy_table", "plot_accuracy_curve"]
 
@@ -34,8 +35,6 @@ def load_reports(paths: Iterable[str | os.PathLike]) -> list[dict]:
         try:
             doc = json.loads(Path(p).read_text())
         except (OSError, ValueError) as exc:
-            from ..files import describe, sniff
-
             kind = sniff(p)
             if kind != "unknown":
                 raise DataError(f"{p} is {describe(kind)}, not a JSON report (`mmgen evaluate --out` writes one).") from None
@@ -95,8 +94,6 @@ def plot_accuracy_curve(
         DataError: if no report has both an ``epsilon`` and one of ``metrics``.
         MMGenError: if ``path`` is not a picture file name (.png, .pdf, ...).
     """
-    from ..files import check_picture
-
     check_picture(path, "path")
     import matplotlib
 

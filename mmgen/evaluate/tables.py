@@ -42,6 +42,7 @@ import torch
 
 from ..data.schema import BINNED_MISSING, CATEGORICAL, Schema
 from ..errors import DataError
+from ..files import check_picture
 
 __all__ = [
     "marginal_tvd", "correlation_difference", "ml_efficacy", "distance_to_closest_record",
@@ -425,8 +426,6 @@ def plot_marginals(real, synth, schema, path: str | os.PathLike) -> Path:
         DataError: a frame that does not fit the schema (named), an empty frame.
         MMGenError: ``path`` is not a picture file name.
     """
-    from ..files import check_picture
-
     check_picture(path, "path")
     schema = Schema.coerce(schema)
     _check(real, "real", schema)
@@ -507,8 +506,6 @@ def evaluate_table(
         DataError: a frame that does not fit the schema (named), an empty frame.
         MMGenError: ``plot`` is not a picture file name.
     """
-    from ..files import check_picture
-
     check_picture(plot, "plot")  # before any work
     schema = Schema.coerce(schema)
     for name, frame in (("synth", synth), ("train_real", train_real), ("test_real", test_real)):

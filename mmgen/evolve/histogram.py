@@ -40,6 +40,8 @@ from typing import Callable, Iterable
 import torch
 
 from ..errors import DataError, MMGenError
+from ..evaluate.fidelity import efficientnet_lite0_embedding
+from ..features import from_spec
 from ..privacy.mechanism import NORM_SLACK, check_neighbouring, gaussian_mechanism
 
 __all__ = [
@@ -106,15 +108,11 @@ def make_embedding(name: str, *, low: float, high: float, release_features: dict
     if name == "pixels":
         return Embedding(name, lambda x: (x.reshape(len(x), -1).to(torch.float64) - low) / (high - low), elementwise=True)
     if name == "efficientnet":
-        from ..evaluate.fidelity import efficientnet_lite0_embedding
-
         return Embedding(name, lambda x: efficientnet_lite0_embedding(x, low=low, high=high, image_size=image_size),
                          elementwise=False)  # fmt: skip
     if name == "release":
         if release_features is None:
             raise MMGenError("The 'release' embedding needs the release's feature spec.")
-        from ..features import from_spec
-
         fmap = from_spec(release_features)
         return Embedding(name, lambda x: fmap(x.float()), elementwise=False)
     raise MMGenError(f"Unknown embedding {name!r}. Known: {', '.join(EMBEDDINGS)}.")

@@ -42,10 +42,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from ..version import __version__
 from ..config import Config
 from ..errors import DataError, FormatError, MMGenError, PrivacyError
+from ..data.base import Dataset
 from ..data.private import PrivateData
-from ..privacy import check_neighbouring, dp_event, epsilon_for
+from ..privacy import check_neighbouring, dp_event, epsilon_for, noise_multiplier_for
 from ..privacy.ledger import (add_release, composed_epsilon, noise_multiplier_within, release_in_record, release_stage,
                               rounds_event)
 from ..privacy.noise import NOISE_SOURCE, SEEDED_NOISE_SOURCE
@@ -121,8 +123,6 @@ def plan(total_epsilon: float, delta: float, rounds: int, release_share: float) 
         >>> round(p["release_epsilon"], 3), round(p["noise_multiplier"], 2)
         (0.684, 11.8)
     """
-    from ..privacy import noise_multiplier_for
-
     if isinstance(release_share, bool) or not isinstance(release_share, (int, float)) or not 0 < release_share < 1:
         raise MMGenError(f"`release_share` must be a number in (0, 1). Got {release_share!r}.")
     sigma = noise_multiplier_for(total_epsilon, delta)
@@ -192,8 +192,6 @@ class Evolved:
         return self.privacy["delta"]
 
     def metadata(self) -> dict:
-        from .. import __version__
-
         return {"format": SAMPLES_FORMAT, "format_version": SAMPLES_VERSION, "library_version": __version__,
                 "privacy": self.privacy, "evolve": self.config, "history": self.history}  # fmt: skip
 
@@ -225,8 +223,6 @@ def read_meta(path: str | os.PathLike) -> dict | None:
 
 def _private(data, *, shape, n_classes: int, low: float, high: float, clip: bool, batch_size: int, record):
     """The gate to the private records (:class:`~mmgen.data.private.PrivateData`), read once per round."""
-    from ..data.base import Dataset
-
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         x, y = data
     elif isinstance(data, Dataset) or callable(data):
@@ -309,8 +305,6 @@ def evolve(
         release_features = info["statistics"][0]["features"]
     else:
         info = None
-        from ..data.base import Dataset
-
         if not isinstance(data, Dataset):
             raise MMGenError("With a user's API, pass the private data as a Dataset (it declares the domain).")
         shape, n_classes, low, high = data.input_shape, data.n_classes, data.low, data.high
@@ -320,8 +314,6 @@ def evolve(
     class_proportions = torch.as_tensor(class_proportions, dtype=torch.float64)
     if class_proportions.shape != (n_classes,):
         raise MMGenError(f"`class_proportions` must have one entry per class ({n_classes}). Got {tuple(class_proportions.shape)}.")
-    from ..data.base import Dataset
-
     if isinstance(data, Dataset) and (data.n_classes != n_classes or data.input_shape != shape):
         raise DataError(f"The data ({data.n_classes} classes of shape {data.input_shape}) is not what the generator "
                         f"makes ({n_classes} classes of shape {shape}).")  # fmt: skip

@@ -28,6 +28,8 @@ import math
 import torch
 
 from ..config import Config
+from mmgen.kernels import rff_class_sums, rff_features, rff_matching_loss
+
 from ..errors import DataError, MMGenError
 from .base import FeatureMap, register
 
@@ -96,8 +98,6 @@ class RandomFourierFeatures(FeatureMap):
         return self.config.n_features
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        from mmgen.kernels import rff_features
-
         return rff_features(x.to(self.weights_.dtype), self.weights_)
 
     def release_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,8 +118,6 @@ class RandomFourierFeatures(FeatureMap):
         return out.mul_(1.0 / math.sqrt(f))
 
     def class_sums(self, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
-        from mmgen.kernels import rff_class_sums
-
         self._check_setup()
         x = x.reshape(len(x), -1).to(self.weights_.dtype)
         return rff_class_sums(x, self.weights_, y, n_classes, backend=self.config.backend)
@@ -141,8 +139,6 @@ class RandomFourierFeatures(FeatureMap):
         Returns:
             A scalar tensor.
         """
-        from mmgen.kernels import rff_matching_loss
-
         self._check_setup()
         if tuple(x.shape[1:]) != self.input_shape_:
             raise DataError(

@@ -63,7 +63,7 @@ import dp_accounting
 from dp_accounting import dp_event as _events
 
 from ..errors import FormatError, PrivacyError
-from .calibration import check_epsilon_delta, composed_noise_multiplier, dp_event, epsilon_for
+from .calibration import check_epsilon_delta, composed_noise_multiplier, dp_event, epsilon_for, noise_multiplier_for
 
 __all__ = [
     "BudgetRecord", "RECORD_SUFFIX", "entry_hash", "budget_warnings", "event_to_dict", "event_from_dict", "rounds_event",
@@ -239,8 +239,6 @@ def noise_multiplier_within(total_epsilon: float, delta: float, rounds: int, spe
         >>> round(noise_multiplier_within(1.0, 1e-5, 10, [release]), 3)  # 10 rounds share the other half
         16.684
     """
-    from .calibration import noise_multiplier_for
-
     check_epsilon_delta(total_epsilon, delta)
     if sampling_rate is None:
         event = lambda s: rounds_event(s, rounds)  # noqa: E731

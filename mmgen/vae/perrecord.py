@@ -36,6 +36,7 @@ import dp_accounting
 import numpy as np
 import torch
 
+from ..version import __version__
 from ..errors import MMGenError, PrivacyError
 from ..privacy import dp_event, epsilon_for, gaussian_mechanism, noise_multiplier_for
 from ..privacy.ledger import composed_epsilon, dp_sgd_event
@@ -137,8 +138,6 @@ def per_record_samples(vae: TrainedVAE, data, *, epsilon: float, delta: float | 
 
 def save_per_record(path: str | os.PathLike, samples: dict, config: dict) -> Path:
     """Writes the per-record samples as an ``.npz`` (x, y, meta JSON), atomically."""
-    from .. import __version__
-
     path = Path(path)
     meta = {"format": PER_RECORD_FORMAT, "format_version": 1, "library_version": __version__,
             "privacy": samples["privacy"], "vae": config}  # fmt: skip

@@ -37,13 +37,17 @@ from typing import Any
 
 import torch
 
+from ..version import __version__
 from ..config import Config
 from ..errors import DataError, FormatError, MMGenError, PrivacyError
+from ..data.base import Dataset
 from ..data.private import PrivateData
+from ..files import content_hash, expect, read_safetensors_checked, write_safetensors_atomic
 from ..privacy import check_neighbouring, dp_event
 from ..privacy.noise import PrivateStreams
 from ..privacy.ledger import (add_release, composed_epsilon, dp_sgd_event, noise_multiplier_within, release_in_record,
                               release_stage)  # fmt: skip
+from ..train import optimizer_state_from, optimizer_tensors
 from .nets import VAE, Projector, domain_diameter, lipschitz_bound, project_
 
 __all__ = ["VAEConfig", "TrainedVAE", "DPSGD", "train_vae", "VAE_FORMAT", "VAE_VERSION"]
@@ -185,8 +189,6 @@ class TrainedVAE:
         return self.decode(z, y), y
 
     def metadata(self) -> dict:
-        from .. import __version__
-
         return {"format": VAE_FORMAT, "format_version": VAE_VERSION, "library_version": __version__,
                 "config": self.config.to_dict(), "data": self.data, "privacy": self.privacy,
                 "steps_done": self.steps_done, "run_id": self.run_id,
@@ -204,9 +206,6 @@ class TrainedVAE:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the model atomically (safetensors + JSON, no pickle)."""
-        from ..files import content_hash, write_safetensors_atomic
-        from ..train import optimizer_tensors
-
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         tensors["class_proportions"] = self.class_proportions.to(torch.float64).contiguous()
         optimizer_tensors(self.optimizer_state, tensors)
@@ -219,9 +218,6 @@ class TrainedVAE:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainedVAE":
         """Reads and verifies a VAE file (never unpickles). Raises FormatError on anything else."""
-        from ..files import expect, read_safetensors_checked
-        from ..train import optimizer_state_from
-
         expect(path, "vae", "TrainedVAE.load")
         tensors, meta = read_safetensors_checked(path, VAE_FORMAT, VAE_VERSION)
         try:
@@ -241,8 +237,6 @@ class TrainedVAE:
 
 def _public(data) -> dict:
     """The data's public description (name, shape, classes, declared domain): no record is read."""
-    from ..data.base import Dataset
-
     if not isinstance(data, Dataset):
         raise DataError(f"`data` must be a mmgen Dataset (it declares the domain). Got {type(data).__name__}.")
     if data.table is not None:
