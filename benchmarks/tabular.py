@@ -51,9 +51,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# this folder by path, not as the package `benchmarks`: opacus installs a top-level package of that name
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import mmgen  # noqa: E402
-from benchmarks.results_block import write_results  # noqa: E402
+from results_block import write_results  # noqa: E402
 from mmgen.data import holdout_mask  # noqa: E402
 from mmgen.data.examples import EXAMPLE_SCHEMAS  # noqa: E402
 from mmgen.data.tables import Schema  # noqa: E402
@@ -109,7 +111,7 @@ def run_mmgen(features: str, schema, train, eps: float, seed: int) -> tuple[obje
 def run_anchor(method: str, schema, train, eps: float, seed: int, workdir: Path):
     import pandas as pd
 
-    from benchmarks.anchors.env import run_anchor as run
+    from anchors.env import run_anchor as run
 
     codes = pd.DataFrame(schema.codes(train), columns=schema.names)
     domain = {c.name: c.n_codes for c in schema.columns}
