@@ -208,7 +208,7 @@ def release_distributed(
               "schema": schema, "noise_seed": noise_seed}  # fmt: skip
     _check_same_everywhere(public, group, device)
 
-    sums, counts = accumulate_fixed_point(data.batches(), fmaps, n_classes, input_shape, bounds, clip=clip)
+    sums, counts = accumulate_fixed_point(data, fmaps, n_classes, input_shape, bounds, clip=clip)
     gathered = _gather_sums(sums, counts, group, device)  # the one exchange of private (exact) sums
     empty = torch.tensor([int(gathered is not None and float(gathered[1].sum()) == 0)], device=device)
     dist.broadcast(empty, src=_noising_rank(group), group=group)  # one public bit: was there any record?

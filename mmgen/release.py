@@ -341,7 +341,7 @@ def release(
         raise PrivacyError(f"`budget_split` needs one weight per statistic ({len(fmaps)}). Got {len(shares)}.")
     event = dp_event(split_noise_multipliers(epsilon, delta, shares))  # validates the split before the data is read
     data.admit(event, delta=delta, neighbouring=neighbouring)
-    sums, counts = accumulate(data.batches(), fmaps, data.n_classes, data.input_shape, (data.low, data.high),
+    sums, counts = accumulate(data, fmaps, data.n_classes, data.input_shape, (data.low, data.high),
                               clip=data.clip, progress=progress)  # fmt: skip
     if float(counts.sum()) == 0:
         raise DataError("The data is empty: a release needs at least one record.")
@@ -362,7 +362,7 @@ def release(
 
 
 def accumulate(
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: "Iterable[tuple[torch.Tensor, torch.Tensor]] | PrivateData",
     fmaps: Sequence[FeatureMap],
     n_classes: int,
     input_shape: Sequence[int],
@@ -384,7 +384,7 @@ def accumulate(
 
 
 def accumulate_fixed_point(
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: "Iterable[tuple[torch.Tensor, torch.Tensor]] | PrivateData",
     fmaps: Sequence[FeatureMap],
     n_classes: int,
     input_shape: Sequence[int],
@@ -394,6 +394,9 @@ def accumulate_fixed_point(
     progress: bool = False,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The exact (un-noised) class-conditional sums and counts of a stream of batches, as int64.
+
+    ``batches`` is an iterable of ``(x, y)`` batches, each checked here against the declarations,
+    or the gate itself (:class:`~mmgen.data.private.PrivateData`), whose batches are checked already.
 
     This is the only place the private records are read. Its outputs are
     private: they must go through :func:`finalize` (which adds the noise; convert
@@ -416,6 +419,8 @@ def accumulate_fixed_point(
     Raises:
         DataError: a batch is malformed, or a feature map produced NaN or inf (named by statistic).
     """
+    gated = isinstance(batches, PrivateData)
+    stream = batches.batches() if gated else batches
     for f in fmaps:
         check_rounding_budget(f.output_dim)
     sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.int64) for f in fmaps]
@@ -426,8 +431,9 @@ def accumulate_fixed_point(
     bar = _progress(progress)
     try:
         with torch.no_grad(), _closing(bar):
-            for xb, yb in batches:
-                xb, yb = check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
+            for xb, yb in stream:
+                if not gated:  # the gate's batches are checked already (one pass over the data, not two)
+                    xb, yb = check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
                 if not len(yb):
                     continue
                 for start in range(0, len(yb), rows):
