@@ -29,7 +29,6 @@ import copy
 import json
 import math
 import os
-import secrets
 from pathlib import Path
 
 import dp_accounting
@@ -38,8 +37,8 @@ import torch
 
 from ..version import __version__
 from ..errors import MMGenError, PrivacyError
-from ..privacy import dp_event, epsilon_for, gaussian_mechanism, noise_multiplier_for
-from ..privacy.ledger import composed_epsilon, dp_sgd_event
+from ..privacy import epsilon_for, gaussian_mechanism, noise_multiplier_for
+from ..privacy.ledger import composed_epsilon
 from ..privacy.mechanism import NORM_SLACK
 from ..privacy.noise import NOISE_SOURCE, SEEDED_NOISE_SOURCE, PrivateStreams
 from .nets import domain_diameter, lipschitz_bound
