@@ -12,8 +12,9 @@ Only the (M,) score vector is kept: with ``g_i = ⟨φ_i, s_t⟩`` and ``h_i = �
 (one pass over the pool), adding row j updates ``g ← g + K[:, j]`` where
 ``K[:, j] = Φ φ_j`` is one column of the pool's Gram matrix. Memory is linear in M:
 the features are read in chunks, and for the ``table-marginals`` map the Gram column
-comes from the rows' cell codes (for one-hot rows, two rows sharing ``a`` of K cells
-have ``⟨φ_i, φ_j⟩ = (a + a(a−1)/2)/(K + P)``), never from a dense (M, D) matrix.
+comes from the rows' cell codes (for one-hot rows, two rows sharing ``a`` of K fine cells
+and ``b`` of K coarse bins have ``⟨φ_i, φ_j⟩ = (a + b(b−1)/2)/(K + P)``), never from a dense
+(M, D) matrix.
 
 A row is picked **at most once** by default (``replace=False``): the pool is
 ``pool × n`` rows, so there is room, and repeats would make the sample collapse onto
@@ -134,8 +135,9 @@ def herd(
     return out
 
 
-def _table_codes(fmap, x: torch.Tensor) -> torch.Tensor | None:
-    """Cell codes ((K, M) int16) of a table-marginals map's rows if every column vector is one-hot, else None."""
+def _table_codes(fmap, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Fine cell and coarse bin codes ((K, M) int16 each) of a table-marginals map's rows if every column
+    vector is one-hot, else None."""
     codes = []
     for a in range(0, len(x), 8192):
         u = fmap.column_vectors(x[a : a + 8192].reshape(len(x[a : a + 8192]), -1).to(torch.float64))
@@ -145,7 +147,18 @@ def _table_codes(fmap, x: torch.Tensor) -> torch.Tensor | None:
                 return None
             cols.append(v.argmax(dim=1).to(torch.int16))
         codes.append(torch.stack(cols, dim=1))
-    return torch.cat(codes).t().contiguous()  # (K, M)
+    fine = torch.cat(codes).t().contiguous()  # (K, M)
+    if all(g is None for g in fmap.groups_):
+        return fine, fine
+    return fine, torch.stack([k if g is None else g.to(torch.int16)[k.long()] for k, g in zip(fine, fmap.groups_)])
+
+
+def _shared(codes: torch.Tensor, j: int) -> torch.Tensor:
+    """(M,) int64: how many of the K columns of each row have the same code as row j."""
+    a = (codes[0] == codes[0, j]).to(torch.uint8)
+    for k in range(1, codes.shape[0]):
+        a += codes[k] == codes[k, j]
+    return a.long()
 
 
 def _gram_from_parts(parts, size: int):
@@ -154,14 +167,13 @@ def _gram_from_parts(parts, size: int):
         out = torch.zeros(size, dtype=torch.float64)
         for kind, w, obj in parts:
             if kind == "codes":
-                codes, two_way, scale2 = obj  # codes: (K, M), one contiguous row per column
-                a = (codes[0] == codes[0, j]).to(torch.uint8)
-                for k in range(1, codes.shape[0]):
-                    a += codes[k] == codes[k, j]  # (M,) cells shared with row j
-                a = a.long()
-                lut = torch.arange(codes.shape[0] + 1, dtype=torch.float64)
-                lut = w * scale2 * (lut + (lut * (lut - 1) / 2 if two_way else 0.0))  # a + a(a−1)/2 shared pairs
-                out += lut[a]
+                (fine, coarse), two_way, scale2 = obj  # (K, M) each, one contiguous row per column
+                lut = torch.arange(fine.shape[0] + 1, dtype=torch.float64)
+                a = _shared(fine, j)  # fine cells shared with row j (the 1-way part)
+                out += w * scale2 * lut[a]
+                if two_way:
+                    b = a if coarse is fine else _shared(coarse, j)
+                    out += w * scale2 * (lut * (lut - 1) / 2)[b]  # b(b−1)/2 pairs of shared bins
             else:
                 out += w * (obj @ obj[j])  # (M, D) @ (D,)
         return out

@@ -168,6 +168,31 @@ def test_log_columns_and_integer_bins(cps):
         {"columns": [{"name": "k", "type": "integer", "low": 0, "high": 8}]}).columns[0].n_bins == 9  # fmt: skip
 
 
+def test_fine_cells_one_per_integer_value_or_eight_per_bin(cps):
+    s = Schema.from_dict(CPS_SCHEMA)
+    wage, education, experience = s.columns[:3]
+    assert (wage.n_cells, wage.n_bins, wage.per_value) == (128, 16, False)
+    assert (education.n_cells, education.n_bins, education.per_value) == (19, 16, True)
+    assert (experience.n_cells, experience.n_bins, experience.per_value) == (68, 16, True)
+    x, _ = s.encode(cps.head(500))
+    exp_cells = x[:, 1 + 128 + 1 + 19 + 1 : 1 + 128 + 1 + 19 + 1 + 68]  # wage [t, 128 cells], education [t, 19], experience [t, 68]
+    assert torch.equal(exp_cells.argmax(dim=1), torch.as_tensor(cps.experience.head(500).to_numpy() + 4))
+    codes = s.codes(cps.head(500))
+    # a numeric column's coarse bins are ⌊t·16⌋ of the declared log axis; an integer's are runs of whole values
+    np.testing.assert_array_equal(codes[:, 0], np.minimum((wage.scale(cps.wage.head(500).to_numpy()) * 16).astype(int), 15))
+    np.testing.assert_array_equal(codes[:, 2], (cps.experience.head(500).to_numpy() + 4) * 16 // 68)
+    assert s.cell_names(experience)[:2] == ["-4–0", "1–4"] and s.cell_names(education)[:2] == ["0–1", "2"]
+    wide = {"columns": [{"name": "k", "type": "integer", "low": 0, "high": 500}]}
+    assert Schema.from_dict(wide).columns[0].n_cells == 128 and not Schema.from_dict(wide).columns[0].per_value
+    for bad, why in ((dict(cells=20), "multiple of its 16 bins"), (dict(cells=True), "2..4096"),
+                     (dict(type="integer", low=0, high=9, cells=20), "at most")):  # fmt: skip
+        col = {"name": "v", "type": "numeric", "low": 0, "high": 1, **bad}
+        with pytest.raises(DataError, match=why):
+            Schema.from_dict({"columns": [col]})
+    coarse_only = Schema.from_dict({"columns": [{"name": "v", "type": "numeric", "low": 0, "high": 1, "cells": 16}]})
+    assert coarse_only.layout() == [["binned", 17, 16]]
+
+
 def test_parquet_and_csv_give_the_same_records(tmp_path, cps):
     pytest.importorskip("pyarrow")
     cps.head(200).to_parquet(tmp_path / "t.parquet", index=False)
@@ -211,11 +236,22 @@ def test_marginal_features_average_to_the_marginal_tables(cps):
     start = sum(f.cells_[:ethnicity])
     freq = rows.ethnicity.value_counts(normalize=True)
     assert float(mean[start]) == pytest.approx(freq["afam"]) and float(mean[start + 1]) == pytest.approx(freq["cauc"])
-    pair_start = sum(f.cells_) + sum(f.cells_[i] * f.cells_[j] for i, j in f.pairs_[: f.pairs_.index((ethnicity, region))])
+    pair_start = sum(f.cells_) + sum(f.bins_[i] * f.bins_[j] for i, j in f.pairs_[: f.pairs_.index((ethnicity, region))])
     table = pd.crosstab(rows.ethnicity, rows.region, normalize=True)
     got = mean[pair_start : pair_start + 8].reshape(2, 4).numpy()
     np.testing.assert_allclose(got, table.loc[["afam", "cauc"], ["midwest", "northeast", "south", "west"]].to_numpy(), atol=1e-12)
-    assert f.output_dim == sum(f.cells_) + sum(f.cells_[i] * f.cells_[j] for i, j in f.pairs_) and k == 6
+    assert f.output_dim == sum(f.cells_) + sum(f.bins_[i] * f.bins_[j] for i, j in f.pairs_) and k == 6
+    # multi-resolution: experience's 1-way marginal has one cell per year (68), its pairs 16 coarse bins
+    wage, experience = 0, 2
+    assert f.cells_[experience] == 68 and f.bins_[experience] == 16 and f.cells_[wage] == 128 and f.bins_[wage] == 16
+    start = sum(f.cells_[:experience])
+    years = rows.experience.value_counts(normalize=True).reindex(range(-4, 64), fill_value=0.0).to_numpy()
+    np.testing.assert_allclose(mean[start : start + 68].numpy(), years, atol=1e-12)
+    pair_start = sum(f.cells_) + sum(f.bins_[i] * f.bins_[j] for i, j in f.pairs_[: f.pairs_.index((wage, experience))])
+    codes = s.codes(rows)
+    table = np.zeros((16, 16))
+    np.add.at(table, (codes[:, 0], codes[:, 2]), 1.0 / len(rows))
+    np.testing.assert_allclose(mean[pair_start : pair_start + 256].reshape(16, 16).numpy(), table, atol=1e-12)
 
 
 def test_a_table_map_must_match_the_schema_layout(cps):
@@ -350,8 +386,9 @@ def test_sampled_rows_are_valid_encodings_that_decode_into_their_drawn_bins(sche
         if kind == "categorical":
             assert torch.equal(block.sum(dim=1), torch.ones(len(x), dtype=torch.float64))
             assert torch.equal(block, twice)
-        else:  # the re-encoded bin is the drawn one, the gap too
-            assert torch.equal(block[:, -nb:], twice[:, -nb:]), kind
+        else:  # the re-encoded cell is the drawn one, the gap too
+            cells = size - (1 if kind == "binned" else 2)
+            assert torch.equal(block[:, -cells:], twice[:, -cells:]), kind
             if kind == "binned-missing":
                 assert torch.equal(block[:, 1], twice[:, 1]) and bool((block[:, 1] == 1).any())
 

@@ -11,9 +11,12 @@ A table's domain is declared, never read off the private table. A
      "label": "region"}
 
 * ``numeric`` and ``integer`` columns have finite bounds ``low < high``; ``"transform": "log"``
-  (needs ``low > 0``) scales them on a log axis; ``"bins"`` sets the public binning the
-  marginal features and the metrics use (default 16; an integer column with fewer values
-  gets one bin per value).
+  (needs ``low > 0``) scales them on a log axis; ``"bins"`` sets the coarse public binning
+  that the 2-way marginals and the metrics use (default 16; an integer column with fewer
+  values gets one bin per value), and ``"cells"`` the fine one its 1-way marginal uses, so
+  that where a value falls inside its bin is released too (default: one cell per value of
+  an integer column with at most 128 values, else 8 cells per bin). Each bin is a run of
+  whole cells: cell k lies in bin ``⌊k·bins/cells⌋``.
 * ``categorical`` columns list their categories; ``null`` in the list is the missing value.
 * ``"missing": true`` declares that a column may be empty. A numeric column's missingness
   is then released like any other feature; a categorical column gets a missing category.
@@ -54,6 +57,8 @@ __all__ = [
 NUMERIC, NUMERIC_MISSING, CATEGORICAL = "numeric", "numeric-missing", "categorical"
 BINNED, BINNED_MISSING = "binned", "binned-missing"
 DEFAULT_BINS = 16
+MAX_VALUE_CELLS = 128  # an integer column with at most this many values gets one fine cell per value
+CELLS_PER_BIN = 8  # fine cells per bin of every other number
 NA_VALUES = ["", "NA", "NaN", "nan", "null", "NULL"]  # how a CSV spells a gap
 TYPES = ("numeric", "integer", "categorical")
 DRAFT_WARNING = (
@@ -74,7 +79,8 @@ class Column:
         categories: declared categories of a categorical column (``None`` is the missing value).
         missing: whether the column may be empty.
         transform: ``None`` or ``"log"`` (numeric columns with ``low > 0``).
-        bins: the public binning of a numeric column (marginal features, metrics).
+        bins: the coarse public binning of a numeric column (2-way marginals, metrics).
+        cells: the fine public binning of its 1-way marginal (a multiple of ``bins``, or one cell per integer value).
         unknown: a category that values outside the list are mapped to (recorded), or None to refuse them.
         description: free text, e.g. the public source of the bounds (recorded in the release).
     """
@@ -87,6 +93,7 @@ class Column:
     missing: bool = False
     transform: str | None = None
     bins: int | None = None
+    cells: int | None = None
     unknown: Any = None
     description: str | None = None
 
@@ -102,6 +109,47 @@ class Column:
         if self.type == "integer" and self.transform is None:
             return int(min(DEFAULT_BINS, self.high - self.low + 1))
         return DEFAULT_BINS
+
+    @property
+    def n_values(self) -> int | None:
+        """How many integers an integer column can hold (None for other columns)."""
+        if self.type != "integer":
+            return None
+        return int(math.floor(self.high) - math.ceil(self.low) + 1)
+
+    @property
+    def per_value(self) -> bool:
+        """Whether the fine cells of this column are its integer values, one each."""
+        return self.type == "integer" and self.transform is None and self.n_cells == self.n_values
+
+    @property
+    def n_cells(self) -> int:
+        """Fine cells of a number's 1-way marginal (see the module): declared, else one per integer value up to
+        ``MAX_VALUE_CELLS``, else ``CELLS_PER_BIN`` per bin."""
+        if self.cells is not None:
+            return int(self.cells)
+        v = self.n_values
+        if v is not None and self.transform is None and v <= MAX_VALUE_CELLS:
+            return max(v, self.n_bins)
+        return CELLS_PER_BIN * self.n_bins
+
+    def cell_of(self, values: np.ndarray) -> np.ndarray:
+        """The fine cell of (present, in-domain) numbers: their integer's index, or ``⌊t·cells⌋`` of the scaled value."""
+        if self.per_value:
+            return np.clip(np.round(values).astype(np.int64) - math.ceil(self.low), 0, self.n_cells - 1)
+        return _bin_of(self.scale(values), self.n_cells)
+
+    def bin_of_cell(self, cells: np.ndarray) -> np.ndarray:
+        """The coarse bin of fine cells: ``⌊k·bins/cells⌋``."""
+        return (np.asarray(cells, dtype=np.int64) * self.n_bins) // self.n_cells
+
+    def cell_range(self, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scaled interval ``[lo, hi)`` of fine cells (for a per-value column: the value's own point, twice)."""
+        cell = np.asarray(cell, dtype=np.int64)
+        if self.per_value:
+            t = self.scale(math.ceil(self.low) + cell.astype(np.float64))
+            return t, t
+        return cell / self.n_cells, (cell + 1) / self.n_cells
 
     @property
     def n_codes(self) -> int:
@@ -137,6 +185,8 @@ class Column:
                 out["transform"] = self.transform
             if self.bins is not None:
                 out["bins"] = self.bins
+            if self.cells is not None:
+                out["cells"] = self.cells
             if self.missing:
                 out["missing"] = True
         else:
@@ -166,7 +216,7 @@ def _column(spec: Any, index: int) -> Column:
     where = f"schema column {index}"
     if not isinstance(spec, dict):
         raise DataError(f"{where} must be an object with 'name' and 'type'. Got {type(spec).__name__}.")
-    known = {"name", "type", "low", "high", "categories", "missing", "transform", "bins", "unknown", "description"}
+    known = {"name", "type", "low", "high", "categories", "missing", "transform", "bins", "cells", "unknown", "description"}
     extra = sorted(set(spec) - known)
     if extra:
         raise DataError(f"{where} ({spec.get('name')!r}) has unknown field(s) {extra}. Known: {sorted(known)}.")
@@ -194,7 +244,7 @@ def _column(spec: Any, index: int) -> Column:
             raise DataError(f"{where}: the categories repeat a value ({cats}).")
         if missing and None not in cats:
             cats = cats + [None]
-        for key in ("low", "high", "transform", "bins"):
+        for key in ("low", "high", "transform", "bins", "cells"):
             if key in spec:
                 raise DataError(f"{where}: '{key}' applies to numeric columns only.")
         unknown = spec.get("unknown")
@@ -222,8 +272,22 @@ def _column(spec: Any, index: int) -> Column:
     bins = spec.get("bins")
     if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or not 2 <= bins <= 1000):
         raise DataError(f"{where}: 'bins' must be an integer in 2..1000. Got {bins!r}.")
-    return Column(name, kind, low=float(low), high=float(high), missing=missing, transform=transform, bins=bins,
-                  description=description)
+    column = Column(name, kind, low=float(low), high=float(high), missing=missing, transform=transform, bins=bins,
+                    description=description)
+    cells = spec.get("cells")
+    if cells is not None:
+        if isinstance(cells, bool) or not isinstance(cells, int) or not 2 <= cells <= 4096:
+            raise DataError(f"{where}: 'cells' must be an integer in 2..4096. Got {cells!r}.")
+        values = column.n_values if transform is None else None
+        if cells % column.n_bins and cells != values:
+            raise DataError(
+                f"{where}: 'cells' must be a multiple of its {column.n_bins} bins (each bin a run of whole cells)"
+                + (f", or {values}: one cell per integer value" if values else "") + f". Got {cells}."
+            )
+        if values is not None and cells > values:
+            raise DataError(f"{where}: an integer column holds {values} values; 'cells' can be at most that. Got {cells}.")
+        column = dataclasses.replace(column, cells=cells)
+    return column
 
 
 def _key(value: Any) -> str | None:
@@ -354,15 +418,16 @@ class Schema:
     def layout(self) -> list[list]:
         """The encoded vector's blocks, in order: ``[kind, size, bins]`` per feature column.
 
-        ``kind`` is ``"binned"`` (``1 + bins`` slots: the scaled value t, then the one-hot of its
-        public bin ``min(⌊t·bins⌋, bins − 1)``), ``"binned-missing"`` (``2 + bins`` slots: t, 0 when
-        missing; the missingness 0/1; the bin one-hot, all zero when missing) or ``"categorical"``
-        (one-hot over the categories; ``bins`` is their number).
+        ``kind`` is ``"binned"`` (``1 + cells`` slots: the scaled value t, then the one-hot of its
+        fine public cell, :meth:`Column.cell_of`; cell k lies in the coarse bin ``⌊k·bins/cells⌋``),
+        ``"binned-missing"`` (``2 + cells`` slots: t, 0 when missing; the missingness 0/1; the cell
+        one-hot, all zero when missing) or ``"categorical"`` (one-hot over the categories; ``bins``
+        is their number).
         """
         out = []
         for c in self.features:
             if c.is_numeric:
-                out.append([BINNED_MISSING if c.missing else BINNED, c.n_bins + (2 if c.missing else 1), c.n_bins])
+                out.append([BINNED_MISSING if c.missing else BINNED, c.n_cells + (2 if c.missing else 1), c.n_bins])
             else:
                 out.append([CATEGORICAL, len(c.categories), len(c.categories)])
         return out
@@ -437,9 +502,9 @@ class Schema:
             )
         t = np.zeros(len(values))
         t[present] = c.scale(np.clip(values[present], c.low, c.high))
-        bins = np.zeros((len(t), c.n_bins))
+        bins = np.zeros((len(t), c.n_cells))
         rows = np.flatnonzero(present)
-        bins[rows, _bin_of(t[rows], c.n_bins)] = 1.0
+        bins[rows, c.cell_of(np.clip(values[rows], c.low, c.high))] = 1.0
         if c.missing:
             return [t[:, None], gap.astype(np.float64)[:, None], bins]
         return [t[:, None], bins]
@@ -490,7 +555,7 @@ class Schema:
                 data[c.name] = _labels(c, block.argmax(axis=1))
                 continue
             gap = block[:, 1] > 0.5 if kind == BINNED_MISSING else np.zeros(len(block), dtype=bool)
-            v = _value_in_bin(c, block[:, 0], block[:, -c.n_bins :].argmax(axis=1))
+            v = _value_in_cell(c, block[:, 0], block[:, -c.n_cells :].argmax(axis=1))
             if c.type == "integer":
                 arr = pd.array(np.where(gap, 0, v).astype(np.int64), dtype="Int64")
                 arr[gap] = pd.NA
@@ -518,16 +583,16 @@ class Schema:
                 continue
             values = pd.to_numeric(frame[c.name], errors="coerce").to_numpy(dtype=np.float64)
             gap = np.isnan(values)
-            t = c.scale(np.clip(np.where(gap, c.low, values), c.low, c.high))
-            code = _bin_of(t, c.n_bins)
+            code = c.bin_of_cell(c.cell_of(np.clip(np.where(gap, c.low, values), c.low, c.high)))
             out[:, j] = np.where(gap, c.n_bins, code) if c.missing else code
         return out
 
     def from_codes(self, codes: np.ndarray, seed: int = 0):
         """A table from marginal cells (:meth:`codes`' format): the inverse of binning, for binned methods (MST, AIM).
 
-        A numeric cell becomes a value drawn uniformly inside its public bin (seeded; integers
-        rounded into the bin), the missing cell a gap, a category its label.
+        A numeric cell becomes a value drawn uniformly inside its public bin (seeded: a fine cell
+        of the bin, then a position inside it; an integer column's values drawn uniformly among
+        the bin's), the missing cell a gap, a category its label.
 
         Args:
             codes ((N, n_columns) int array): one cell per column, in the schema's column order.
@@ -548,8 +613,12 @@ class Schema:
                 continue
             gap = k == c.n_bins if c.missing else np.zeros(len(k), dtype=bool)
             kk = np.where(gap, 0, k)
-            t = np.where(gap, 0.0, (kk + rng.random(len(k))) / c.n_bins)
-            bins = np.eye(c.n_bins)[kk] * ~gap[:, None]
+            first = -((-kk * c.n_cells) // c.n_bins)  # the bin's cells: first … first + count − 1
+            count = -((-(kk + 1) * c.n_cells) // c.n_bins) - first
+            cell = first + np.minimum((rng.random(len(k)) * count).astype(np.int64), count - 1)
+            lo, hi = c.cell_range(cell)
+            t = np.where(gap, 0.0, lo + rng.random(len(k)) * (hi - lo))
+            bins = np.eye(c.n_cells)[cell] * ~gap[:, None]
             blocks.extend([t[:, None]] + ([gap[:, None].astype(np.float64)] if c.missing else []) + [bins])
         y = codes[:, self.names.index(self.label)] if self.label is not None else None
         return self.decode(np.concatenate(blocks, axis=1), y)
@@ -558,6 +627,10 @@ class Schema:
         """Readable names of a column's marginal cells (bin edges or categories)."""
         if not column.is_numeric:
             return ["(missing)" if c is None else str(c) for c in column.categories]
+        if column.per_value:
+            first = -((-np.arange(column.n_bins + 1) * column.n_cells) // column.n_bins) + math.ceil(column.low)
+            names = [f"{a}" if b == a + 1 else f"{a}–{b - 1}" for a, b in zip(first[:-1], first[1:])]
+            return names + (["(missing)"] if column.missing else [])
         edges = column.unscale(np.linspace(0, 1, column.n_bins + 1)) if column.type != "integer" else None
         if edges is None:
             lo, hi = column.low, column.high
@@ -574,15 +647,17 @@ def _bin_of(t: np.ndarray, bins: int) -> np.ndarray:
     return np.minimum((np.clip(t, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
 
 
-def _value_in_bin(c: Column, t: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Values of scaled positions t, kept inside bin k (the bin a generator drew decides; t places the value in it).
+def _value_in_cell(c: Column, t: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Values of scaled positions t, kept inside fine cell k (the cell a generator drew decides; t places the value in it).
 
-    A number is ``unscale(t)`` with t clipped into the bin's interval; an integer is that value
-    rounded, then clipped to the integers of the bin (when the bin holds one), so that the
-    decoded value falls in the drawn bin and re-encodes to it. For a real row (t inside its
-    own bin) this is the value itself.
+    A per-value integer column's cell is its value. Otherwise a number is ``unscale(t)`` with t
+    clipped into the cell's interval; an integer is that value rounded, then clipped to the
+    integers of the cell (when the cell holds one), so that the decoded value falls in the drawn
+    cell and re-encodes to it. For a real row (t inside its own cell) this is the value itself.
     """
-    b = c.n_bins
+    if c.per_value:
+        return (math.ceil(c.low) + np.asarray(k, dtype=np.int64)).astype(np.float64)
+    b = c.n_cells
     lo, hi = k / b, (k + 1) / b
     inside = np.clip(t, lo, np.nextafter(hi, 0.0))
     inside = np.where(k == b - 1, np.clip(t, lo, 1.0), inside)

@@ -2,8 +2,9 @@
 
 A table row is encoded by its public schema (:mod:`mmgen.data.tables`) as a
 vector in ``[0, 1]^D`` made of blocks: ``binned`` (the scaled value t, then the
-one-hot of its public bin), ``binned-missing`` (t, the missingness ``m``, the bin
-one-hot) and ``categorical`` (a one-hot block). Vectors without a schema use
+one-hot of its fine public cell; F cells, B coarse bins, cell k in bin ``⌊k·B/F⌋``),
+``binned-missing`` (t, the missingness ``m``, the cell one-hot) and ``categorical``
+(a one-hot block). Vectors without a schema use
 ``numeric`` blocks (one slot, t) and ``numeric-missing`` blocks (t, m). The block
 list, the *layout*, is public and part of each map's config; without one, every
 slot is a ``numeric`` column.
@@ -26,20 +27,23 @@ Proof of the bound: ‖RFF(t)‖ = 1 exactly (cos² + sin²), each ``v_j/ν_j`` 
 
 ``table-marginals`` — the moment-matching counterpart of what MST and AIM measure
 (Liu, Vietri & Wu, "Iterative methods for private synthetic data", NeurIPS 2021):
-each column j becomes a non-negative vector ``u_j`` with ``Σ u_j ≤ 1``,
+each column j becomes a non-negative vector ``u_j`` with ``Σ u_j ≤ 1`` (its fine cells),
 
-* a categorical block, a ``binned`` block's bin one-hot b, or a ``binned-missing`` block's
+* a categorical block, a ``binned`` block's cell one-hot b, or a ``binned-missing`` block's
   ``[b, m]``: ``v / max(1, Σ v)`` (clipped at 0; a one-hot row is unchanged), so the class
-  means are exactly the marginal tables on the public bins that the metrics use too;
+  means are exactly the marginal tables on the public cells;
 * a ``numeric`` slot t (no schema) on B bins: hat weights ``h_b(t) = max(0, 1 − |t(B−1) − b|)``,
   and ``[(1−m)·h(t), m]`` for ``numeric-missing`` (these match hat-smoothed histograms only);
 
-and ``φ(x) = (⊕_j u_j ⊕ ⊕_{j<k} vec(u_j ⊗ u_k)) / √(K + P)`` over the K columns and
-their ``P = K(K−1)/2`` pairs. The mean of φ over a class is exactly its 1-way and
-2-way marginal tables (on the public bins of a schema's numbers; hat-smoothed for plain
-``numeric`` slots), all scaled by the same constant. Proof of the
-bound: ``‖u_j‖₂ ≤ ‖u_j‖₁ ≤ 1`` and ``‖u_j ⊗ u_k‖₂ = ‖u_j‖₂‖u_k‖₂ ≤ 1``, so
-``‖φ‖² ≤ (K + P)/(K + P) = 1``.
+and its coarse vector ``c_j = A_j u_j``, the cells summed into their bins (``A_j`` the public
+0/1 matrix of cell → bin; the missing cell stays its own; ``c_j = u_j`` when a column has no
+finer cells). Then ``φ(x) = (⊕_j u_j ⊕ ⊕_{j<k} vec(c_j ⊗ c_k)) / √(K + P)`` over the K columns
+and their ``P = K(K−1)/2`` pairs: **multi-resolution** marginals. The mean of φ over a class
+is exactly its 1-way marginal tables on the fine cells (where a value falls inside its bin)
+and its 2-way tables on the coarse bins that the metrics use (hat-smoothed for plain
+``numeric`` slots), all scaled by the same constant. Proof of the bound:
+``‖u_j‖₂ ≤ ‖u_j‖₁ ≤ 1``, ``‖c_j‖₁ = ‖u_j‖₁ ≤ 1`` (A_j sums disjoint groups of non-negative
+entries) and ``‖c_j ⊗ c_k‖₂ = ‖c_j‖₂‖c_k‖₂ ≤ 1``, so ``‖φ‖² ≤ (K + P)/(K + P) = 1``.
 
 A generator outputs *relaxed* blocks (category and bin probabilities, missingness
 probabilities): both maps are smooth in them, and for the marginal map the
@@ -81,8 +85,9 @@ def check_layout(layout, input_dim: int | None = None, bins: int = 16) -> tuple[
             size, nb = int(size), int(nb)
         except (TypeError, ValueError):
             raise MMGenError(f"Layout block {i} must be [kind, size, bins]. Got {block!r}.") from None
-        want = {"numeric": 1, "numeric-missing": 2, "binned": 1 + nb, "binned-missing": 2 + nb}.get(kind, size)
-        if kind not in _KINDS or size < 1 or size != want or nb < 1 or (kind != "categorical" and nb < 2):
+        cells = size - {"binned": 1, "binned-missing": 2}.get(kind, size - nb)  # a binned block's fine cells (≥ its bins)
+        want = {"numeric": 1, "numeric-missing": 2}.get(kind, nb if kind == "categorical" else size)
+        if kind not in _KINDS or size < 1 or size != want or nb < 1 or (kind != "categorical" and nb < 2) or cells < nb:
             raise MMGenError(f"Layout block {i} is malformed: {block!r} (kinds: {', '.join(_KINDS)}).")
         out.append((kind, size, nb))
     if not out:
@@ -207,7 +212,7 @@ class TableMarginalsConfig(Config):
     Attributes:
         layout: the encoded row's blocks (from :meth:`mmgen.data.tables.Schema.layout`); None: all numeric.
         bins: bins of each numeric slot when there is no layout (a layout carries its own).
-        two_way: add every pair's 2-way table (else the 1-way marginals alone).
+        two_way: add every pair's 2-way table on the coarse bins (else the 1-way marginals alone).
     """
 
     layout: tuple | None = None
@@ -230,18 +235,39 @@ class TableMarginals(_TableMap):
 
     def _setup(self) -> None:
         super()._setup()
-        self.cells_ = [nb + 1 if kind in ("numeric-missing", "binned-missing") else nb for kind, _, nb in self.layout_]
-        k = len(self.cells_)
+        fine, coarse, groups = [], [], []
+        for kind, size, nb in self.layout_:
+            cells = {"binned": size - 1, "binned-missing": size - 2}.get(kind, nb)
+            missing = kind in ("numeric-missing", "binned-missing")
+            fine.append(cells + missing)
+            coarse.append(nb + missing)
+            if cells == nb:
+                groups.append(None)
+            else:  # cell k → bin ⌊k·nb/cells⌋; the missing cell → the missing bin
+                g = (torch.arange(cells) * nb) // cells
+                groups.append(torch.cat([g, torch.tensor([nb])]) if missing else g)
+        self.cells_, self.bins_, self.groups_ = fine, coarse, groups
+        k = len(fine)
         self.pairs_ = list(combinations(range(k), 2)) if self.config.two_way else []
         self.scale_ = 1.0 / math.sqrt(k + len(self.pairs_))
 
     @property
     def output_dim(self) -> int:
         self._check_setup()
-        return sum(self.cells_) + sum(self.cells_[i] * self.cells_[j] for i, j in self.pairs_)
+        return sum(self.cells_) + sum(self.bins_[i] * self.bins_[j] for i, j in self.pairs_)
+
+    def coarse_vectors(self, u: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The per-column coarse vectors ``c_j``: each column's fine cells summed into its bins."""
+        out = []
+        for v, g, nb in zip(u, self.groups_, self.bins_):
+            if g is None:
+                out.append(v)
+            else:
+                out.append(torch.zeros(len(v), nb, dtype=v.dtype, device=v.device).index_add_(1, g.to(v.device), v))
+        return out
 
     def column_vectors(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The per-column vectors ``u_j`` (non-negative, each summing to at most 1)."""
+        """The per-column vectors ``u_j`` on the fine cells (non-negative, each summing to at most 1)."""
         out = []
         for kind, nb, block in self._blocks(x):
             if kind in ("categorical", "binned", "binned-missing"):
@@ -261,6 +287,7 @@ class TableMarginals(_TableMap):
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         u = self.column_vectors(x)
+        c = self.coarse_vectors(u) if self.pairs_ else u
         parts = list(u)
-        parts.extend((u[i][:, :, None] * u[j][:, None, :]).flatten(1) for i, j in self.pairs_)
+        parts.extend((c[i][:, :, None] * c[j][:, None, :]).flatten(1) for i, j in self.pairs_)
         return torch.cat(parts, dim=1) * self.scale_

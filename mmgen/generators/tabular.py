@@ -3,8 +3,8 @@
 ``z ⊕ one-hot(y) → (linear, BN, ReLU) × 2 → linear`` gives the raw outputs of one
 head per block of the encoded row (:meth:`mmgen.data.tables.Schema.layout`):
 
-* ``binned`` (a schema's number on B public bins): B bin logits (softmax, p) and B
-  within-bin positions (sigmoid, u); the block is ``[Σ_k p_k (k + u_k)/B, p]``;
+* ``binned`` (a schema's number on F fine public cells): F cell logits (softmax, p); the
+  block is ``[Σ_k p_k (k + ½)/F, p]`` (the value's expected position, then the cells);
 * ``binned-missing``: the same and a missingness probability m; the block is
   ``[t·(1−m), m, p·(1−m)]``;
 * ``categorical``: a softmax over the categories;
@@ -13,8 +13,11 @@ head per block of the encoded row (:meth:`mmgen.data.tables.Schema.layout`):
 While training, the heads output the *relaxed* probabilities, so the tabular
 feature maps stay differentiable (for the marginal map, the features of a
 relaxed row are exactly the expected features of its draws). :meth:`sample` draws
-real categories, bins and gaps, and places a number inside its drawn bin at the
-head's position ``(k + u_k)/B``: every sampled row is a valid encoding.
+real categories, cells and gaps, and places a number uniformly inside its drawn cell
+(``(k + U)/F``; the schema decodes a per-value integer cell to its value): every sampled
+row is a valid encoding. Where a value falls inside a coarse bin is set by the fine cells,
+which the ``table-marginals`` map releases as 1-way marginals; inside a fine cell it is
+uniform, never collapsed to one point.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ class TableGenerator(Generator):
     def __init__(self, config: GeneratorConfig):
         super().__init__(config)
         self.layout = check_layout(config.layout)
-        raw = {"numeric": lambda s, b: 1, "numeric-missing": lambda s, b: 2, "binned": lambda s, b: 2 * b,
-               "binned-missing": lambda s, b: 2 * b + 1, "categorical": lambda s, b: s}  # fmt: skip
+        raw = {"numeric": lambda s, b: 1, "numeric-missing": lambda s, b: 2, "binned": lambda s, b: s - 1,
+               "binned-missing": lambda s, b: s - 1, "categorical": lambda s, b: s}  # fmt: skip
         self.raw_sizes = [raw[kind](size, nb) for kind, size, nb in self.layout]
         d = sum(self.raw_sizes)
         hidden = 4 * config.width
@@ -54,26 +57,27 @@ class TableGenerator(Generator):
         c = self.config
         logits = self.net(torch.cat([z, F.one_hot(y, c.n_classes).to(z.dtype)], dim=1))
         out, pos = [], 0
-        for (kind, _, nb), size in zip(self.layout, self.raw_sizes):
-            block = logits[:, pos : pos + size]
-            pos += size
+        for (kind, size, nb), width in zip(self.layout, self.raw_sizes):
+            block = logits[:, pos : pos + width]
+            pos += width
             if kind == "categorical":
                 out.append(torch.softmax(block, dim=1))
             elif kind in ("numeric", "numeric-missing"):
                 out.append(torch.sigmoid(block))
             else:
-                p, u = torch.softmax(block[:, :nb], dim=1), torch.sigmoid(block[:, nb : 2 * nb])
-                t = (p * (torch.arange(nb, dtype=p.dtype, device=p.device) + u)).sum(dim=1, keepdim=True) / nb
+                cells = size - (1 if kind == "binned" else 2)
+                p = torch.softmax(block[:, :cells], dim=1)
+                t = (p * (torch.arange(cells, dtype=p.dtype, device=p.device) + 0.5)).sum(dim=1, keepdim=True) / cells
                 if kind == "binned":
                     out.append(torch.cat([t, p], dim=1))
                 else:
-                    m = torch.sigmoid(block[:, 2 * nb :])
+                    m = torch.sigmoid(block[:, cells:])
                     out.append(torch.cat([t * (1 - m), m, p * (1 - m)], dim=1))
         return torch.cat(out, dim=1)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None, batch_size: int = 2048) -> torch.Tensor:
-        """Encoded rows with real draws: a category, a bin and a gap per block, each drawn from the head's probabilities."""
+        """Encoded rows with real draws: a category, a cell and a gap per block, each drawn from the head's probabilities."""
         device = next(self.parameters()).device
         rows = []
         for start in range(0, len(labels), batch_size):
@@ -99,9 +103,10 @@ class TableGenerator(Generator):
                 t = torch.sigmoid(block[:, :1])
                 bins = None
             else:
-                k = pick(torch.softmax(block[:, :nb], dim=1))
-                u = torch.sigmoid(block[:, nb : 2 * nb]).gather(1, k[:, None])
-                t, bins = (k[:, None] + u) / nb, F.one_hot(k, nb).to(raw.dtype)
+                cells = size - (1 if kind == "binned" else 2)
+                k = pick(torch.softmax(block[:, :cells], dim=1))
+                u = torch.rand(len(k), 1, generator=generator, dtype=raw.dtype)
+                t, bins = (k[:, None] + u) / cells, F.one_hot(k, cells).to(raw.dtype)
             if kind in ("numeric-missing", "binned-missing"):
                 m = torch.sigmoid(block[:, -1:])
                 gap = (torch.rand(len(block), 1, generator=generator, dtype=raw.dtype) < m).to(raw.dtype)
