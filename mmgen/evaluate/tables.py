@@ -7,9 +7,12 @@ dict. Nothing is tuned on the data: bins, scales and one-hot blocks come from th
 schema's declared domain.
 
 * :func:`marginal_tvd`: total-variation distance ½ Σ_c |p_c − q_c| between the real and
-  synthetic 1-way marginals of every column and the 2-way marginals of every pair of
-  columns, on the cells of :meth:`Schema.codes` (numbers binned on their declared bounds,
-  missing values a cell of their own).
+  synthetic 1-way marginals of every column, the 2-way marginals of every pair of columns
+  and the 3-way marginals of every triple (or of a fixed public subset of triples,
+  :func:`table_triples`), on the cells of :meth:`Schema.codes` (numbers binned on their
+  declared bounds, missing values a cell of their own).
+* :func:`numeric_fidelity`: relative errors of the synthetic median and inter-quartile
+  range of every number.
 * :func:`correlation_difference`: mean and largest |C_real − C_synth| over the
   off-diagonal entries of the Pearson correlation matrices of the encoded columns.
 * :func:`ml_efficacy`: "train on synthetic, test on real" (TSTR) accuracy and ROC-AUC of
@@ -45,8 +48,8 @@ from ..errors import DataError
 from ..files import check_picture
 
 __all__ = [
-    "marginal_tvd", "correlation_difference", "ml_efficacy", "distance_to_closest_record",
-    "plot_marginals", "evaluate_table", "TABLE_CLASSIFIERS",
+    "marginal_tvd", "table_triples", "numeric_fidelity", "correlation_difference", "ml_efficacy",
+    "distance_to_closest_record", "plot_marginals", "evaluate_table", "TABLE_CLASSIFIERS",
 ]  # fmt: skip
 
 TABLE_CLASSIFIERS = ("logistic", "boosting")
@@ -111,29 +114,94 @@ def _marginal(codes: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(codes, minlength=size) / len(codes)
 
 
+def _tvd(real_cells: np.ndarray, synth_cells: np.ndarray, size: int) -> float:
+    """½ Σ_c |p_c − q_c| of two arrays of cell numbers in 0..size−1 (shares of rows per cell).
+
+    Counts by ``np.bincount`` over the ``size`` cells; when there are many more cells than
+    rows (a triple of wide categorical columns), only the cells that occur are counted.
+    """
+    n_r, n_s = len(real_cells), len(synth_cells)
+    if size > 4 * (n_r + n_s):  # sparse: number the occurring cells 0..k−1 first
+        cells, inverse = np.unique(np.concatenate([real_cells, synth_cells]), return_inverse=True)
+        size, real_cells, synth_cells = len(cells), inverse[:n_r], inverse[n_r:]
+    p = np.bincount(real_cells, minlength=size) / n_r
+    q = np.bincount(synth_cells, minlength=size) / n_s
+    return 0.5 * float(np.abs(p - q).sum())
+
+
+def _unrank_triple(rank: int) -> tuple[int, int, int]:
+    """The triple i < j < k of colexicographic rank ``rank``: rank = C(k, 3) + C(j, 2) + C(i, 1)."""
+    out = []
+    for size in (3, 2, 1):
+        top = size - 1
+        while math.comb(top + 1, size) <= rank:
+            top += 1
+        rank -= math.comb(top, size)
+        out.append(top)
+    k, j, i = out
+    return i, j, k
+
+
+def table_triples(n_columns: int, max_triples: int = 2000, seed: int = 0) -> list[tuple[int, int, int]]:
+    """The triples of columns (indices i < j < k, in lexicographic order) that :func:`marginal_tvd` compares.
+
+    All C(n, 3) triples when there are at most ``max_triples`` of them; otherwise
+    ``max_triples`` of them drawn uniformly without replacement by
+    ``numpy.random.default_rng(seed)``. The choice depends on the number of columns,
+    ``max_triples`` and ``seed`` only, never on the data, so every table with the same schema
+    is scored on the same triples.
+
+    Example:
+        >>> table_triples(4)
+        [(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3)]
+        >>> len(table_triples(25)), table_triples(25) == table_triples(25)
+        (2000, True)
+    """
+    if isinstance(max_triples, bool) or not isinstance(max_triples, int) or max_triples < 1:
+        raise DataError(f"`max_triples` must be a positive integer. Got {max_triples!r}.")
+    total = math.comb(n_columns, 3)
+    if total <= max_triples:
+        return list(combinations(range(n_columns), 3))
+    ranks = np.random.default_rng(seed).choice(total, size=max_triples, replace=False)
+    return sorted(_unrank_triple(int(r)) for r in ranks)
+
+
 # -- 1. marginals ---------------------------------------------------------------------
-def marginal_tvd(real, synth, schema) -> dict:
-    """Total-variation distance between real and synthetic 1-way and 2-way marginals.
+def marginal_tvd(real, synth, schema, *, max_triples: int = 2000, seed: int = 0) -> dict:
+    """Total-variation distance between real and synthetic 1-way, 2-way and 3-way marginals.
 
     A column's 1-way marginal is the share of rows in each of its cells (``n_codes`` of
     them, :meth:`Schema.codes`): its declared categories, or ``n_bins`` equal-width bins
     of its (log-)scaled declared range plus a "missing" cell when it may be missing. A
-    pair's 2-way marginal is the share of rows in each pair of cells. For each marginal
-    TVD = ½ Σ_c |p_c − q_c| ∈ [0, 1] (p real, q synthetic; 0: identical shares, 1: no
-    cell in common). Every column counts, the label included.
+    pair's 2-way marginal is the share of rows in each pair of cells, a triple's 3-way
+    marginal the share in each triple of cells. For each marginal TVD = ½ Σ_c |p_c − q_c|
+    ∈ [0, 1] (p real, q synthetic; 0: identical shares, 1: no cell in common). Every column
+    counts, the label included.
+
+    The 3-way marginals show what pairs cannot: a column that depends on two others jointly
+    (c = a XOR b has independent pairs) loses that dependence in a table that keeps every
+    pair. Every triple is compared when there are at most ``max_triples`` (C(n, 3) for n
+    columns); with more columns, a fixed public subset of ``max_triples`` triples drawn by
+    :func:`table_triples` with ``seed`` — chosen from the number of columns alone, never from
+    the data — and ``three_way_sampled`` is true.
 
     Args:
         real: the real table (a data frame with the schema's columns).
         synth: the synthetic table.
         schema: the public :class:`Schema` (or its JSON dict).
+        max_triples: compare at most this many triples of columns.
+        seed: seed of the subset of triples (used only when there are more than ``max_triples``).
 
     Returns:
-        ``{"one_way_mean", "one_way_max", "two_way_mean", "two_way_max", "one_way": {column: tvd},
-        "two_way": {"a|b": tvd}}`` — means and maxima over the columns and over the pairs
-        (pairs in schema order; a one-column schema has no pairs and reports 0 for them).
+        ``{"one_way_mean", "one_way_max", "two_way_mean", "two_way_max", "three_way_mean",
+        "three_way_max", "three_way_triples", "three_way_sampled", "one_way": {column: tvd},
+        "two_way": {"a|b": tvd}, "three_way": {"a|b|c": tvd}}`` — means and maxima over the
+        columns, the pairs and the triples compared (in schema order; ``three_way_triples``
+        counts the triples compared; a schema with fewer than two or three columns has no
+        pairs or triples and reports 0 for them).
 
     Raises:
-        DataError: a frame that does not fit the schema (named), or an empty frame.
+        DataError: a frame that does not fit the schema (named), an empty frame, ``max_triples`` < 1.
 
     Example:
         >>> import pandas as pd
@@ -143,28 +211,123 @@ def marginal_tvd(real, synth, schema) -> dict:
         >>> real = pd.DataFrame({"a": ["x", "x", "y", "y"], "b": ["u", "v", "u", "v"]})
         >>> synth = pd.DataFrame({"a": ["x", "x", "x", "y"], "b": ["u", "u", "v", "v"]})
         >>> r = marginal_tvd(real, synth, s)
-        >>> r["one_way"], r["two_way"]
-        ({'a': 0.25, 'b': 0.0}, {'a|b': 0.25})
+        >>> r["one_way"], r["two_way"], r["three_way_triples"]
+        ({'a': 0.25, 'b': 0.0}, {'a|b': 0.25}, 0)
     """
     schema = Schema.coerce(schema)
     _check(real, "real", schema)
     _check(synth, "synth", schema)
-    cr, cs = schema.codes(real), schema.codes(synth)
     cols = schema.columns
-    one = {}
-    for j, c in enumerate(cols):
-        one[c.name] = 0.5 * float(np.abs(_marginal(cr[:, j], c.n_codes) - _marginal(cs[:, j], c.n_codes)).sum())
+    triples = table_triples(len(cols), max_triples, seed)  # checks max_triples
+    cr, cs = schema.codes(real).T.copy(), schema.codes(synth).T.copy()  # (n_columns, N): each column contiguous
+    sizes = [c.n_codes for c in cols]
+    one = {c.name: _tvd(cr[j], cs[j], sizes[j]) for j, c in enumerate(cols)}
     two = {}
-    for i, j in combinations(range(len(cols)), 2):
-        size = cols[i].n_codes * cols[j].n_codes
-        pr = _marginal(cr[:, i] * cols[j].n_codes + cr[:, j], size)  # cell (a, b) -> a * n_b + b
-        ps = _marginal(cs[:, i] * cols[j].n_codes + cs[:, j], size)
-        two[f"{cols[i].name}|{cols[j].name}"] = 0.5 * float(np.abs(pr - ps).sum())
-    ones, twos = list(one.values()), list(two.values())
+    for i, j in combinations(range(len(cols)), 2):  # cell (a, b) -> a * n_b + b
+        two[f"{cols[i].name}|{cols[j].name}"] = _tvd(cr[i] * sizes[j] + cr[j], cs[i] * sizes[j] + cs[j], sizes[i] * sizes[j])
+    three = {}
+    pair, pr, ps = None, cr[0], cs[0]
+    for i, j, k in triples:  # sorted: the pair cells a * n_j + b are computed once per (i, j)
+        if pair != (i, j):
+            pair, pr, ps = (i, j), cr[i] * sizes[j] + cr[j], cs[i] * sizes[j] + cs[j]
+        size = sizes[i] * sizes[j] * sizes[k]  # cell (a, b, c) -> (a * n_j + b) * n_k + c
+        three[f"{cols[i].name}|{cols[j].name}|{cols[k].name}"] = _tvd(pr * sizes[k] + cr[k], ps * sizes[k] + cs[k], size)
+    ones, twos, threes = list(one.values()), list(two.values()), list(three.values())
     return {
         "one_way_mean": float(np.mean(ones)), "one_way_max": float(np.max(ones)),
         "two_way_mean": float(np.mean(twos)) if twos else 0.0, "two_way_max": float(np.max(twos)) if twos else 0.0,
-        "one_way": one, "two_way": two,
+        "three_way_mean": float(np.mean(threes)) if threes else 0.0,
+        "three_way_max": float(np.max(threes)) if threes else 0.0,
+        "three_way_triples": len(threes), "three_way_sampled": len(threes) < math.comb(len(cols), 3),
+        "one_way": one, "two_way": two, "three_way": three,
+    }  # fmt: skip
+
+
+# -- 1b. numbers: medians and spreads -------------------------------------------------
+def _quartiles(frame, column) -> tuple[float, float, float] | None:
+    """(Q1, median, Q3) of a column's present values (linear interpolation), or None when every value is missing."""
+    import pandas as pd
+
+    v = pd.to_numeric(frame[column.name], errors="coerce").to_numpy(dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return None
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return float(q1), float(med), float(q3)
+
+
+def numeric_fidelity(real, synth, schema) -> dict:
+    """How far the synthetic median and inter-quartile range of every number are from the real ones.
+
+    For each ``numeric`` or ``integer`` column (a label is categorical, so never one of
+    them), over its present (non-missing) values of each table: the median and the
+    inter-quartile range IQR = Q3 − Q1 (``numpy.percentile``, linear interpolation), and
+
+    * ``median_rel_err`` = |med_synth − med_real| / scale, where scale is |med_real|
+      (``median_scale``: ``"median"``); when |med_real| is below 1 % of the declared range
+      high − low (zero, or so near it that relative errors would explode), the real IQR
+      (``"iqr"``); when that is 0 too, the declared range (``"range"``);
+    * ``iqr_rel_err`` = |IQR_synth − IQR_real| / IQR_real (``iqr_scale``: ``"iqr"``), or
+      divided by the declared range when the real IQR is 0 (``"range"``).
+
+    A column whose values are all missing in one table and not the other gets infinite
+    errors (its statistics ``None``); all missing in both gives 0.
+
+    Args:
+        real: the real table (a data frame with the schema's columns).
+        synth: the synthetic table.
+        schema: the public :class:`Schema` (or its JSON dict).
+
+    Returns:
+        ``{"columns": {name: {"real_median", "synth_median", "real_iqr", "synth_iqr",
+        "median_rel_err", "iqr_rel_err", "median_scale", "iqr_scale"}}, "max_median_rel_err",
+        "max_iqr_rel_err", "within_10pct"}`` — maxima over the columns; ``within_10pct``: every
+        column within 10 % (≤ 0.1) on both errors. A schema without numbers gives ``{}``, maxima
+        0 and true.
+
+    Raises:
+        DataError: a frame that does not fit the schema (named), an empty frame.
+
+    Example:
+        >>> import pandas as pd
+        >>> s = Schema.from_dict({"columns": [{"name": "x", "type": "numeric", "low": 0, "high": 100}]})
+        >>> r = numeric_fidelity(pd.DataFrame({"x": [10.0, 20, 30, 40, 50]}), pd.DataFrame({"x": [11.0, 22, 33, 44, 55]}), s)
+        >>> r["columns"]["x"]["real_median"], r["columns"]["x"]["real_iqr"], r["max_median_rel_err"], r["max_iqr_rel_err"]
+        (30.0, 20.0, 0.1, 0.1)
+    """
+    schema = Schema.coerce(schema)
+    _check(real, "real", schema)
+    _check(synth, "synth", schema)
+    cols = {}
+    for c in schema.columns:
+        if not c.is_numeric:
+            continue
+        width = c.high - c.low
+        qr, qs = _quartiles(real, c), _quartiles(synth, c)
+        row: dict = {
+            "real_median": None if qr is None else qr[1], "synth_median": None if qs is None else qs[1],
+            "real_iqr": None if qr is None else qr[2] - qr[0], "synth_iqr": None if qs is None else qs[2] - qs[0],
+        }  # fmt: skip
+        if qr is None or qs is None:
+            err = 0.0 if qr is None and qs is None else math.inf
+            row.update(median_rel_err=err, iqr_rel_err=err, median_scale=None, iqr_scale=None)
+        else:
+            med, iqr = abs(row["real_median"]), row["real_iqr"]
+            if med >= 0.01 * width:
+                scale, row["median_scale"] = med, "median"
+            elif iqr > 0:
+                scale, row["median_scale"] = iqr, "iqr"
+            else:
+                scale, row["median_scale"] = width, "range"
+            row["median_rel_err"] = abs(row["synth_median"] - row["real_median"]) / scale
+            row["iqr_scale"] = "iqr" if iqr > 0 else "range"
+            row["iqr_rel_err"] = abs(row["synth_iqr"] - iqr) / (iqr if iqr > 0 else width)
+        cols[c.name] = row
+    max_med = max((r["median_rel_err"] for r in cols.values()), default=0.0)
+    max_iqr = max((r["iqr_rel_err"] for r in cols.values()), default=0.0)
+    return {
+        "columns": cols, "max_median_rel_err": float(max_med), "max_iqr_rel_err": float(max_iqr),
+        "within_10pct": bool(max_med <= 0.1 and max_iqr <= 0.1),
     }  # fmt: skip
 
 
@@ -477,10 +640,10 @@ def evaluate_table(
     target: str | None = None,
     seed: int = 0,
 ) -> dict:
-    """Runs the table metrics: marginals, correlations, ML efficacy and (with a hold-out) DCR.
+    """Runs the table metrics: marginals, numbers, correlations, ML efficacy and (with a hold-out) DCR.
 
-    The fidelity metrics (:func:`marginal_tvd`, :func:`correlation_difference`, and the
-    picture) compare the synthetic table with ``train_real``, the rows the generator was
+    The fidelity metrics (:func:`marginal_tvd`, :func:`numeric_fidelity`,
+    :func:`correlation_difference`, and the picture) compare the synthetic table with ``train_real``, the rows the generator was
     fitted on and whose distribution it imitates; ``test_real`` serves only to score the
     classifiers of :func:`ml_efficacy`, which runs when the schema has a label or
     ``target`` is given. :func:`distance_to_closest_record` runs when ``holdout`` (real
@@ -498,7 +661,7 @@ def evaluate_table(
         seed: seed of the classifiers and subsamples.
 
     Returns:
-        ``{"tvd": ..., "correlation": ..., "ml_efficacy": ...?, "dcr": ...?, "plot": str?,
+        ``{"tvd": ..., "numeric": ..., "correlation": ..., "ml_efficacy": ...?, "dcr": ...?, "plot": str?,
         "n_synthetic", "n_train", "n_test"}`` (each metric's own dict; keys with ``?`` only
         when that metric ran).
 
@@ -514,6 +677,7 @@ def evaluate_table(
         _check(holdout, "holdout", schema)
     out: dict = {"n_synthetic": len(synth), "n_train": len(train_real), "n_test": len(test_real)}
     out["tvd"] = marginal_tvd(train_real, synth, schema)
+    out["numeric"] = numeric_fidelity(train_real, synth, schema)
     out["correlation"] = correlation_difference(train_real, synth, schema)
     if target is not None or schema.label is not None:
         out["ml_efficacy"] = ml_efficacy(train_real, test_real, synth, schema, target=target, seed=seed)
