@@ -450,3 +450,74 @@ def test_a_draft_through_the_cli_never_reaches_a_release_header(tmp_path, capsys
     assert cli.main(["release", "--data", f"csv:{tmp_path / 't.csv'}", "--schema", str(report), "--epsilon", "1",
                      "--out", str(tmp_path / "r.mmgen")]) == 2  # fmt: skip
     assert not (tmp_path / "r.mmgen").exists()
+
+
+# -- log-axis suggestions (issue 22) ----------------------------------------------------------------
+def _skewed_frame(n=400):
+    rng = np.random.default_rng(0)
+    income = np.round(np.exp(rng.normal(8.0, 1.2, n)), 2)  # positive, a long right tail: max/median ≫ 16
+    return pd.DataFrame({
+        "income": income,
+        "height": np.round(rng.normal(170.0, 8.0, n), 1),  # positive and symmetric
+        "savings": np.where(rng.random(n) < 0.3, 0.0, income),  # as skewed, but with zeros: no log axis
+        "region": rng.choice(["north", "south"], n),
+    })  # fmt: skip
+
+
+def test_observe_table_suggests_a_log_axis_for_a_positive_skewed_number_only(cps):
+    from mmgen.data.tables import LOG_SUGGESTION
+
+    frame = _skewed_frame()
+    seen = observe_table(frame)["columns"]
+    assert [s["transform"] for s in seen["income"]["suggest"]] == ["log"]
+    assert seen["income"]["suggest"][0]["why"] == LOG_SUGGESTION
+    ratio = frame["income"].max() / frame["income"].median()
+    assert ratio > 16 and seen["income"]["suggest"][0]["max_over_median"] == pytest.approx(ratio, abs=0.05)
+    assert "suggest" not in seen["height"] and "suggest" not in seen["savings"] and "suggest" not in seen["region"]
+    # the rule is max > 16 x median: the real CPS1988 weekly wage (max 18,777, median 522) gets it; education (from 0)
+    # and experience (from -4) do not
+    cps_seen = observe_table(cps)["columns"]
+    assert "suggest" in cps_seen["wage"] and "suggest" not in cps_seen["education"] and "suggest" not in cps_seen["experience"]
+    at_16 = pd.DataFrame({"v": [1.5, 1.5, 1.5, 24.0]})  # max = 16 x median exactly: not suggested
+    assert "suggest" not in observe_table(at_16)["columns"]["v"]
+    assert "suggest" in observe_table(at_16.assign(v=[1.5, 1.5, 1.5, 24.5]))["columns"]["v"]
+    # the draft keeps names, types and gaps only: no suggestion, no transform, no value
+    draft = json.dumps(draft_schema(frame))
+    assert "suggest" not in draft and "transform" not in draft and not re.search(r"\d", draft.replace(DRAFT_WARNING, ""))
+
+
+def test_schema_draft_names_the_suggested_columns_without_values(tmp_path, capsys):
+    frame = _skewed_frame()
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    assert cli.main(["schema", "draft", str(tmp_path / "t.csv"), "--out", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    from mmgen.data.tables import LOG_SUGGESTION
+
+    lines = [line for line in out.splitlines() if line.startswith("suggest:")]
+    assert lines == [f'suggest: income: "transform": "log" -- {LOG_SUGGESTION}']  # a fixed text: no value of the data
+    report = json.loads((tmp_path / "s.observed-PRIVATE.json").read_text())
+    private = (report["columns"]["income"]["max"], report["columns"]["income"]["suggest"][0]["max_over_median"])
+    assert all(str(v) not in out for v in private)
+    assert "suggest" not in (tmp_path / "s.json").read_text()
+
+
+def test_schema_hints_read_the_declarations_alone(tmp_path, capsys):
+    from mmgen.data.tables import schema_hints
+
+    assert schema_hints(CPS_SCHEMA) == [] and schema_hints(SLID_SCHEMA) == []  # wage has its log axis; SLID starts at 0
+    linear = json.loads(json.dumps(CPS_SCHEMA))
+    del linear["columns"][0]["transform"]  # wage on [50, 20000]: 400x
+    hints = schema_hints(linear)
+    assert len(hints) == 1 and hints[0].startswith("wage: declared [50, 20000] without a transform, so high is 400x low")
+    assert "[50, 1297)" in hints[0] and '"transform": "log"' in hints[0]  # the first of 16 bins: 50 + 19950/16
+    edge = {"columns": [{"name": "a", "type": "integer", "low": 1, "high": 100},  # 100x: a hint
+                        {"name": "b", "type": "numeric", "low": 1, "high": 99.9},  # under 100x: none
+                        {"name": "c", "type": "numeric", "low": 0, "high": 1e6}]}  # fmt: skip
+    assert [h.split(":")[0] for h in schema_hints(edge)] == ["a"]
+    (tmp_path / "linear.json").write_text(json.dumps(linear))
+    assert cli.main(["schema", "check", str(tmp_path / "linear.json")]) == 0
+    out = capsys.readouterr().out
+    assert "hint: wage: declared [50, 20000]" in out
+    (tmp_path / "cps.json").write_text(json.dumps(CPS_SCHEMA))
+    assert cli.main(["schema", "check", str(tmp_path / "cps.json")]) == 0
+    assert "hint:" not in capsys.readouterr().out

@@ -23,8 +23,9 @@ from .schema import (DRAFT_WARNING, BINNED, BINNED_MISSING, CATEGORICAL, DEFAULT
                      Column, Schema)  # fmt: skip
 
 __all__ = [
-    "Column", "Schema", "read_table", "write_table", "draft_schema", "observe_table", "load_table", "load_frames",
-    "TableStream", "DRAFT_WARNING", "OBSERVED_WARNING", "NUMERIC", "NUMERIC_MISSING", "BINNED", "BINNED_MISSING",
+    "Column", "Schema", "read_table", "write_table", "draft_schema", "observe_table", "schema_hints", "load_table",
+    "load_frames",
+    "TableStream", "DRAFT_WARNING", "OBSERVED_WARNING", "LOG_SUGGESTION", "NUMERIC", "NUMERIC_MISSING", "BINNED", "BINNED_MISSING",
     "CATEGORICAL", "DEFAULT_BINS", "NA_VALUES", "TYPES",
 ]  # fmt: skip
 
@@ -230,11 +231,46 @@ def draft_schema(frame, label: str | None = None, max_categories: int = 50) -> d
     return out
 
 
+LOG_SUGGESTION = (
+    f"all values are positive and the largest is more than {DEFAULT_BINS} times the median: on a linear axis at "
+    f"least half the rows (those up to the median) would share the first of the {DEFAULT_BINS} bins, whatever "
+    "bounds are declared around them; a log axis spreads them. Declare \"transform\": \"log\" with a low > 0 "
+    "(and a high) from public knowledge, not from this report."
+)
+
+
+def _log_suggestion(v: np.ndarray) -> dict | None:
+    """The ``transform: log`` suggestion for a number's present values ``v`` (private), or None.
+
+    The rule: every value > 0 and ``max > DEFAULT_BINS × median``. Then any linear axis
+    ``[low, high]`` holding the values (``0 ≤ low ≤ min``, ``high ≥ max``) puts every value up to
+    the median into its first of ``DEFAULT_BINS`` equal bins, since that bin reaches
+    ``(15·low + high)/16 ≥ max/16 > median`` (for 16 bins).
+    """
+    if len(v) == 0 or v.min() <= 0:
+        return None
+    ratio = float(v.max() / np.median(v))
+    if ratio <= DEFAULT_BINS:
+        return None
+    return {"transform": "log", "why": LOG_SUGGESTION, "max_over_median": round(ratio, 1)}
+
+
 def observe_table(frame, max_categories: int = 50) -> dict:
     """What a table holds, per column — **private**: its type, gaps, min and max or the categories seen.
 
     For the person preparing a schema to compare with public knowledge; :func:`draft_schema` keeps none of it.
     The report is not a schema (:meth:`Schema.from_dict` refuses it) and carries :data:`OBSERVED_WARNING`.
+
+    A numeric or integer column whose present values are all > 0 and whose largest is more than
+    ``DEFAULT_BINS`` (16) times its median also gets ``"suggest": [{"transform": "log", "why": ...,
+    "max_over_median": ...}]``: on a linear axis at least half its rows would share the first bin
+    (see :data:`LOG_SUGGESTION`). ``why`` holds no value of the data; ``max_over_median`` does.
+
+    Example:
+        >>> import pandas as pd
+        >>> seen = observe_table(pd.DataFrame({"income": [900.5, 1200.5, 1500.5, 2100.5, 98000.5], "age": [30.5, 41, 52, 63, 74]}))
+        >>> [(name, [s["transform"] for s in col.get("suggest", [])]) for name, col in seen["columns"].items()]
+        [('income', ['log']), ('age', [])]
     """
     import pandas as pd
 
@@ -253,8 +289,46 @@ def observe_table(frame, max_categories: int = 50) -> dict:
             cols[str(name)] = {"type": "integer" if whole else "numeric", "missing": missing,
                                "min": None if lo is None else (int(lo) if whole else lo),
                                "max": None if hi is None else (int(hi) if whole else hi)}  # fmt: skip
+            suggestion = _log_suggestion(v)
+            if suggestion is not None:
+                cols[str(name)]["suggest"] = [suggestion]
         else:
             seen = sorted({str(v) for v in s.dropna().unique()})
             cols[str(name)] = {"type": "categorical", "missing": missing, "seen": seen[:max_categories]
                                + ([None] if missing else []), "more_than_listed": len(seen) > max_categories}  # fmt: skip
     return {"private": OBSERVED_WARNING, "columns": cols}
+
+
+def schema_hints(schema) -> list[str]:
+    """Hints about a declared schema, read off its declarations alone (no data): one line each.
+
+    A ``numeric`` or ``integer`` column declared with ``low > 0``, ``high ≥ 100 × low`` and no
+    ``transform`` gets a hint to consider ``"transform": "log"``: its declared range spans two
+    orders of magnitude or more, and on a linear axis the first of its ``n_bins`` equal bins alone
+    covers ``[low, low + (high − low)/n_bins)``. Whether its values really spread over that range
+    (incomes, wages, prices) is for the data steward to judge from public knowledge.
+
+    Args:
+        schema: a :class:`Schema`, its JSON form or a JSON file's path.
+
+    Returns:
+        The hints, in column order (an empty list when there is nothing to say).
+
+    Example:
+        >>> hints = schema_hints({"columns": [{"name": "income", "type": "numeric", "low": 1, "high": 1e6},
+        ...                                   {"name": "age", "type": "integer", "low": 0, "high": 120}]})
+        >>> len(hints), hints[0][:44]
+        (1, 'income: declared [1, 1e+06] without a transf')
+    """
+    schema = Schema.coerce(schema)
+    hints = []
+    for c in schema.columns:
+        if not c.is_numeric or c.transform is not None or c.low <= 0 or c.high < 100 * c.low:
+            continue
+        first = c.low + (c.high - c.low) / c.n_bins
+        hints.append(
+            f"{c.name}: declared [{c.low:g}, {c.high:g}] without a transform, so high is {c.high / c.low:.0f}x low on "
+            f"a linear axis whose first of {c.n_bins} bins alone covers [{c.low:g}, {first:.4g}). If its values spread "
+            "over orders of magnitude (incomes, wages, prices), declare \"transform\": \"log\"."
+        )
+    return hints
