@@ -153,3 +153,18 @@ def test_table_default_herds_when_the_release_is_given(slid_fit, tmp_path, capsy
     assert main(["sample", str(ckpt), "--n", "80", "--out", str(out)]) == 0  # no release: i.i.d., and it says so
     assert "--release" in capsys.readouterr().err
     assert main(["sample", str(ckpt), "--n", "8", "--out", str(out), "--select", "iid", "--release", str(path)]) == 2
+
+
+def test_class_sizes_are_the_largest_remainder_rounding_of_the_noisy_proportions():
+    """Per class, herding keeps exactly ⌊p_c·n⌋ rows, plus one for the largest remainders: the counts sum to n."""
+    from mmgen.data.examples import example_table
+
+    frame, schema = example_table("AER/CPS1988")
+    rel = mmgen.release(frame.head(1500), schema=schema, features="table-marginals", epsilon=1.0, delta=DELTA)
+    trained = mmgen.fit("auto", rel, epochs=1, steps_per_epoch=10, batch_size=128, progress=False, seed=0)
+    for n in (1, 7, 333):
+        _, y = select_herding(trained, rel, n, pool=2, seed=0)
+        exact = rel.class_proportions() * n
+        want = exact.floor().long()
+        want[torch.argsort(exact - want, descending=True)[: n - int(want.sum())]] += 1
+        assert torch.equal(torch.bincount(y, minlength=rel.n_classes), want) and len(y) == n
