@@ -305,8 +305,10 @@ def test_end_to_end_on_a_real_table_beats_an_independent_baseline(tmp_path, cps,
     report = tmp_path / "report.json"
     assert cli.main(["evaluate", str(synth), "--data", spec, "--schema", schema, "--holdout", "0.2",
                      "--checkpoint", str(ckpt), "--out", str(report)]) == 0  # fmt: skip
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "3-way" in printed and "35 triples" in printed and "wage: median" in printed and "IQR" in printed
     result = json.loads(report.read_text())
+    assert set(result["numeric"]["columns"]) == {"wage", "education", "experience"}
     assert result["epsilon"] == 1 and result["neighbouring"] == "add-remove"
     fake = pd.read_csv(synth)
     assert list(fake.columns) == list(cps.columns)

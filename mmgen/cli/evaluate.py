@@ -152,7 +152,15 @@ def _evaluate_table(args) -> None:
     tvd, eff = report["tvd"], report.get("ml_efficacy", {})
     line = [f"TVD 1-way {tvd['one_way_mean']:.4f} (max {tvd['one_way_max']:.4f})",
             f"2-way {tvd['two_way_mean']:.4f} (max {tvd['two_way_max']:.4f})",
+            f"3-way {tvd['three_way_mean']:.4f} (max {tvd['three_way_max']:.4f}, {tvd['three_way_triples']} triples)"
+            if tvd.get("three_way_triples") else "3-way: fewer than three columns",
             f"correlations {report['correlation']['mean_abs_difference']:.4f}"]  # fmt: skip
+    def g(v):
+        return "n/a" if v is None else f"{v:.4g}"
+
+    for name, col in report.get("numeric", {}).get("columns", {}).items():
+        line.append(f"{name}: median {g(col['synth_median'])} (real {g(col['real_median'])}, error {col['median_rel_err']:.3f}), "
+                    f"IQR {g(col['synth_iqr'])} (real {g(col['real_iqr'])}, error {col['iqr_rel_err']:.3f})")
     for who in ("synthetic", "real") if eff else ():
         b = eff[who]["boosting"]
         auc = "n/a" if b["roc_auc"] is None else f"{b['roc_auc']:.4f}"

@@ -7,7 +7,7 @@
   :func:`sinkhorn_divergence`;
 * everything at once: :func:`evaluate`; pictures: :func:`save_grid`,
   :func:`save_sample_grid`, :func:`plot_accuracy_curve`;
-* tables: :func:`marginal_tvd`, :func:`correlation_difference`, :func:`ml_efficacy`,
+* tables: :func:`marginal_tvd` (1-, 2- and 3-way), :func:`numeric_fidelity`, :func:`correlation_difference`, :func:`ml_efficacy`,
   :func:`distance_to_closest_record`, :func:`plot_marginals`, all at once :func:`evaluate_table`.
 
 See ``docs/evaluation.md`` for the definitions and the protocol.
@@ -36,7 +36,9 @@ from .tables import (
     evaluate_table,
     marginal_tvd,
     ml_efficacy,
+    numeric_fidelity,
     plot_marginals,
+    table_triples,
 )
 
 __all__ = [
@@ -46,5 +48,5 @@ __all__ = [
     "image_grid", "save_grid", "save_sample_grid", "load_reports", "accuracy_table", "plot_accuracy_curve",
     "METRICS", "DEFAULT_METRICS", "evaluate", "parse_metrics",
     "marginal_tvd", "correlation_difference", "ml_efficacy", "distance_to_closest_record", "plot_marginals",
-    "evaluate_table", "TABLE_CLASSIFIERS",
+    "evaluate_table", "TABLE_CLASSIFIERS", "numeric_fidelity", "table_triples",
 ]  # fmt: skip

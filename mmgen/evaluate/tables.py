@@ -245,15 +245,28 @@ def marginal_tvd(real, synth, schema, *, max_triples: int = 2000, seed: int = 0)
 
 # -- 1b. numbers: medians and spreads -------------------------------------------------
 def _quartiles(frame, column) -> tuple[float, float, float] | None:
-    """(Q1, median, Q3) of a column's present values (linear interpolation), or None when every value is missing."""
+    """(Q1, median, Q3) of a column's present values, or None when every value is missing.
+
+    A numeric column: ``numpy.percentile`` (linear interpolation). An integer column: the
+    quartiles of its values spread uniformly over ``[v − ½, v + ½)`` (the continuous version
+    of a discrete law), so that two samples of the same law do not differ by whole steps.
+    """
     import pandas as pd
 
     v = pd.to_numeric(frame[column.name], errors="coerce").to_numpy(dtype=np.float64)
     v = v[~np.isnan(v)]
     if len(v) == 0:
         return None
-    q1, med, q3 = np.percentile(v, [25, 50, 75])
-    return float(q1), float(med), float(q3)
+    if column.type != "integer":
+        q1, med, q3 = np.percentile(v, [25, 50, 75])
+        return float(q1), float(med), float(q3)
+    values, counts = np.unique(v, return_counts=True)
+    below = np.concatenate([[0], np.cumsum(counts)[:-1]])  # rows below each value
+    out = []
+    for p in (0.25, 0.5, 0.75):
+        i = min(int(np.searchsorted(below + counts, p * len(v), side="right")), len(values) - 1)
+        out.append(float(values[i] - 0.5 + (p * len(v) - below[i]) / counts[i]))
+    return out[0], out[1], out[2]
 
 
 def numeric_fidelity(real, synth, schema) -> dict:
@@ -261,7 +274,8 @@ def numeric_fidelity(real, synth, schema) -> dict:
 
     For each ``numeric`` or ``integer`` column (a label is categorical, so never one of
     them), over its present (non-missing) values of each table: the median and the
-    inter-quartile range IQR = Q3 − Q1 (``numpy.percentile``, linear interpolation), and
+    inter-quartile range IQR = Q3 − Q1 (``numpy.percentile``, linear interpolation; for an
+    integer column, of its values spread uniformly over ``[v − ½, v + ½)``), and
 
     * ``median_rel_err`` = |med_synth − med_real| / scale, where scale is |med_real|
       (``median_scale``: ``"median"``); when |med_real| is below 1 % of the declared range
