@@ -41,7 +41,11 @@ from .features import FeatureMap, default_budget_split, from_spec, statistics
 from .features.base import get_class
 from .features.bundles import expand
 from .files import content_hash, read_safetensors_checked, write_safetensors_atomic  # also mmgen.release's names
-from .privacy.bounds import check_rounding_budget, fixed_point_class_sums, from_fixed_point
+from .features.tabular import TableMarginals
+from .privacy.bounds import (
+    FRACTION_BITS, check_rounding_budget, fixed_point_class_sums, from_fixed_point, rounding_bound,
+)  # fmt: skip
+from .privacy.mechanism import NORM_SLACK
 from .privacy import (
     NOISE_SOURCE,
     SEEDED_NOISE_SOURCE,
@@ -408,6 +412,11 @@ def accumulate_fixed_point(
     fixed-point grid and summed as integers (:mod:`mmgen.privacy.bounds`): the
     sums are exact and do not depend on the order or the batching of the
     records, so one record added or removed moves them by that record's row alone.
+    For ``table-marginals`` the well-formed rows (every column one-hot, as real encodings are) skip
+    the dense features: their rounded rows are exactly q times the indicator of their cells, q taken
+    from the dense path itself (:func:`_one_hot_plan`), so their class sums are q times integer counts
+    (:meth:`~mmgen.features.TableMarginals.cell_counts`), equal to the dense sums bit for bit; any
+    other row goes through the dense path.
 
     Sums of several disjoint parts of the data (shards) add up exactly in int64, and
     give the sums of the whole (:mod:`mmgen.distributed`).
@@ -426,7 +435,10 @@ def accumulate_fixed_point(
     sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.int64) for f in fmaps]
     counts = torch.zeros(n_classes, dtype=torch.int64)
     names = _unique_names(list(fmaps))
-    rows = max(1, min(4096, *(_CHUNK_ELEMENTS // max(f.output_dim, 1) for f in fmaps)))  # records per float64 chunk
+    plans = [_one_hot_plan(f) for f in fmaps]  # q: table-marginals' well-formed rows are summed sparsely; else None
+    dense_rows = [max(1, min(4096, _CHUNK_ELEMENTS // max(f.output_dim, 1))) for f in fmaps]  # float64 rows per chunk
+    rows = max(1, min(4096, *(r if q is None else _CHUNK_ELEMENTS // (2 * f.input_dim)
+                              for f, q, r in zip(fmaps, plans, dense_rows))))  # records per chunk  # fmt: skip
     seen = 0
     bar = _progress(progress)
     try:
@@ -438,17 +450,23 @@ def accumulate_fixed_point(
                     continue
                 for start in range(0, len(yb), rows):
                     xc, yc = xb[start : start + rows], yb[start : start + rows]
-                    for acc, f, name in zip(sums, fmaps, names):
+                    for acc, f, name, q, step in zip(sums, fmaps, names, plans, dense_rows):
                         device = _device_of(f)
-                        phi = f.release_features(xc.to(device))
-                        if not bool(torch.isfinite(phi).all()):
-                            raise DataError(
-                                f"Statistic {name!r}: the feature map produced NaN or inf for some records, so no "
-                                "release was made (a non-finite value would survive the noise and show its class). "
-                                "Check the map's options and weights."
-                            )
-                        acc += fixed_point_class_sums(phi, yc.to(device), n_classes, f.max_norm).cpu()
-                        del phi
+                        xd, yd = xc.to(device), yc.to(device)
+                        if q is not None:  # well-formed rows: q times their cells' counts; the others go dense
+                            ok, cells, bins = f.one_hot_cells(xd)
+                            acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).cpu(), alpha=q)
+                            xd, yd = xd[~ok], yd[~ok]
+                        for at in range(0, len(yd), step):
+                            phi = f.release_features(xd[at : at + step])
+                            if not bool(torch.isfinite(phi).all()):
+                                raise DataError(
+                                    f"Statistic {name!r}: the feature map produced NaN or inf for some records, so no "
+                                    "release was made (a non-finite value would survive the noise and show its class). "
+                                    "Check the map's options and weights."
+                                )
+                            acc += fixed_point_class_sums(phi, yd[at : at + step], n_classes, f.max_norm).cpu()
+                            del phi
                 counts += torch.bincount(yb.cpu(), minlength=n_classes)
                 seen += len(yb)
                 if bar is not None:
@@ -456,6 +474,42 @@ def accumulate_fixed_point(
     finally:
         clear_workspace()  # the kernels' reused buffer holds features of the last private chunk
     return sums, counts
+
+
+def _one_hot_plan(f: FeatureMap) -> int | None:
+    """For ``table-marginals``: q, the fixed-point value the dense path gives every nonzero of a well-formed row.
+
+    A well-formed record (:meth:`~mmgen.features.TableMarginals.one_hot_cells`) has ``φ = scale_`` on
+    exactly ``n = K + P`` entries, bit for bit, so the dense path (cap in float64, round to the grid,
+    :func:`~mmgen.privacy.bounds.fixed_point_class_sums`) turns it into ``round(v / s)`` on those entries,
+    ``v = scale_·2^FRACTION_BITS``, where ``s = max(1, ‖φ‖/m)`` and the float64 norm lies within a
+    relative ``η = (n + 4)·2^-52`` of ``scale_·√n`` wherever its n equal terms sit. q is computed by the
+    dense path itself on :meth:`~mmgen.features.TableMarginals.canonical_row`; it is used only if
+    ``round(v / s)`` is the same integer for every such s, so every well-formed row's rounded row is
+    exactly ``q`` times its indicator and the class sums are q times integer counts, equal to the
+    dense path's bit for bit (the sensitivity argument is unchanged). Otherwise (a near-tie at the
+    rounding) None: every row goes dense.
+
+    Raises:
+        PrivacyError: the dense path's rounded canonical row is not q times its indicator, or its
+            norm ``q·2^-FRACTION_BITS·√n`` exceeds the bound the sensitivity assumes.
+    """
+    if type(f) is not TableMarginals:  # exactly this map: a subclass may change φ
+        return None
+    device = _device_of(f)
+    x0, y0 = f.canonical_row().to(device), torch.zeros(1, dtype=torch.int64, device=device)
+    ok, cells, bins = f.one_hot_cells(x0)
+    row = fixed_point_class_sums(f.release_features(x0), y0, 1, f.max_norm)[0].cpu()  # the dense path's rounded row
+    hot = f.cell_counts(cells, bins, y0, 1)[0].cpu()
+    q, n = int(row.max()), int(hot.sum())
+    if not bool(ok.all()) or q <= 0 or not torch.equal(row, q * hot):
+        raise PrivacyError("table-marginals: the dense path's rounded well-formed row is not one value on its cells.")
+    norm = q * 2.0**-FRACTION_BITS * math.sqrt(n)
+    if norm > f.max_norm * (1 + NORM_SLACK) or norm > f.max_norm + rounding_bound(f.output_dim):
+        raise PrivacyError(f"table-marginals: a well-formed row's rounded norm {norm!r} exceeds the sensitivity's bound.")
+    v, exact, eta = f.scale_ * 2.0**FRACTION_BITS, f.scale_ * math.sqrt(n), (n + 4) * 2.0**-52
+    lo, hi = (max(1.0, exact * (1 + e) / f.max_norm) for e in (-eta, eta))  # the cap factors the float norm allows
+    return q if round(v / hi) == round(v / lo) == q else None
 
 
 def finalize(

@@ -291,3 +291,93 @@ class TableMarginals(_TableMap):
         parts = list(u)
         parts.extend((c[i][:, :, None] * c[j][:, None, :]).flatten(1) for i, j in self.pairs_)
         return torch.cat(parts, dim=1) * self.scale_
+
+    # -- sparse paths (issue 22, item 4): linear in the pairs, never an (N, D) row per record ------------------
+    def one_hot_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Which records are well-formed, with their fine cells and coarse bins.
+
+        A record is *well-formed* when, at the release precision (float64, as
+        :meth:`release_features`), every column vector ``u_j`` (:meth:`column_vectors`) and every
+        coarse vector ``c_j`` (:meth:`coarse_vectors`) is exactly one-hot: entries 0 or 1, exactly
+        one 1 (every real encoding is). Its features are then ``scale_`` on exactly ``K + P``
+        entries (its cells and its pairs' bin pairs) and 0 elsewhere, bit for bit: ``1·scale_``
+        and ``(1·1)·scale_`` are exact. Any other record (a relaxed or adversarial vector in the
+        domain) is reported as not well-formed.
+
+        Args:
+            x ((N, *input_shape) Tensor): records inside the declared domain.
+
+        Returns:
+            ``(ok, cells, bins)``: (N,) bool, and (N, K) int64 the index of the 1 in each ``u_j``
+            and each ``c_j`` (meaningful where ``ok``).
+        """
+        self._check_setup()
+        if tuple(x.shape[1:]) != self.input_shape_:
+            raise DataError(f"Expected x of shape (N, {', '.join(map(str, self.input_shape_))}). Got {tuple(x.shape)}.")
+        x = x.reshape(len(x), -1).to(torch.float64)
+        u = self.column_vectors(x)
+        ok = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        found = []
+        for vectors in (u, self.coarse_vectors(u)):
+            idx = []
+            for v in vectors:  # (N, F_j) or (N, B_j)
+                ok &= ((v == 0) | (v == 1)).all(dim=1) & (v.sum(dim=1) == 1)
+                idx.append(v.argmax(dim=1))
+            found.append(torch.stack(idx, dim=1))
+        return ok, found[0], found[1]
+
+    def cell_counts(self, cells: torch.Tensor, bins: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+        """Per class, how many well-formed records have a nonzero in each entry of φ.
+
+        For well-formed records (:meth:`one_hot_cells`) ``Σ_{i: y_i = c} φ(x_i) = scale_ · counts[c]``.
+        The 1-way part is one bincount of (class, column, cell); each column j's pairs ``(j, k > j)``
+        lie side by side in φ, so their part is one bincount of (class, pair, ``bin_j·B_k + bin_k``):
+        K + 1 bincounts in all, memory O(N·K), never (N, D).
+
+        Args:
+            cells ((N, K) int64): each record's fine cell per column.
+            bins ((N, K) int64): each record's coarse bin per column.
+            y ((N,) int64): labels in ``[0, n_classes)``.
+            n_classes: C.
+
+        Returns:
+            (C, D) int64 Tensor.
+        """
+        self._check_setup()
+        dev = cells.device
+        k = len(self.cells_)
+        out = torch.zeros(n_classes, self.output_dim, dtype=torch.int64, device=dev)
+        if not len(y):
+            return out
+        y = y.to(dev)[:, None]
+        width = sum(self.cells_)
+        starts = torch.tensor([0, *self.cells_[:-1]], device=dev).cumsum(0)  # (K,) each column's first cell
+        idx = y * width + starts + cells  # (N, K) positions in a (C, ΣF) table
+        out[:, :width] += torch.bincount(idx.flatten(), minlength=n_classes * width).view(n_classes, width)
+        if not self.pairs_:
+            return out
+        pos = width
+        for j in range(k - 1):  # the pairs (j, j+1), …, (j, K-1), in the order of pairs_
+            sizes = [self.bins_[j] * self.bins_[m] for m in range(j + 1, k)]
+            span = sum(sizes)
+            first = torch.tensor([0, *sizes[:-1]], device=dev).cumsum(0)  # (K-j-1,) each pair's start in the span
+            nb = torch.tensor(self.bins_[j + 1 :], device=dev)
+            idx = y * span + first + bins[:, j : j + 1] * nb + bins[:, j + 1 :]  # (N, K-j-1)
+            out[:, pos : pos + span] += torch.bincount(idx.flatten(), minlength=n_classes * span).view(n_classes, span)
+            pos += span
+        return out
+
+    def canonical_row(self) -> torch.Tensor:
+        """A well-formed record in the declared domain: every column in its first cell, nothing missing.
+
+        Returns:
+            (1, *input_shape) float64 Tensor (each slot the domain's ``low`` or ``high``).
+        """
+        self._check_setup()
+        hot = torch.zeros(self.input_dim, dtype=torch.bool)
+        for (kind, _, _), start in zip(self.layout_, self.starts_):
+            first = {"categorical": 0, "binned": 1, "binned-missing": 2}.get(kind)
+            if first is not None:  # numeric slots: t = 0 is knot 0, m = 0
+                hot[start + first] = True
+        low, high = (torch.tensor(b, dtype=torch.float64) for b in self.bounds_)
+        return torch.where(hot, high, low).reshape(1, *self.input_shape_)
