@@ -4,7 +4,8 @@ Release: a well-formed row (every column vector one-hot) rounds to q times the i
 K + P cells, q taken from the dense path itself, so the class sums are q times integer counts.
 These tests check, on real tables (CPS1988, SLID with gaps, a 24-column table made of CPS1988's
 rows), that the sparse sums equal the dense path's **bit for bit**, with adversarial rows mixed in
-(they go dense), across classes, and with a canary in front.
+(they go dense), across classes, and with a canary in front. Fit: the matching loss from per-block
+class sums equals the dense loss and its gradient.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mmgen.data.examples import example_table
 from mmgen.data.schema import Schema
 from mmgen.errors import PrivacyError
 from mmgen.features import TableMarginals, create
+from mmgen.features.base import class_mean_matching_loss
 from mmgen.privacy.bounds import FRACTION_BITS, fixed_point
 from mmgen.privacy.mechanism import NORM_SLACK
 from mmgen.release import _one_hot_plan, accumulate_fixed_point
@@ -167,3 +169,38 @@ def test_plain_numeric_slots_without_a_layout():
     ys = torch.randint(0, 2, (len(xs),), generator=gen)
     assert bool(fmap.one_hot_cells(knots)[0].all())
     assert torch.equal(_sums(fmap, xs, ys, 2)[0], _sums(dense, xs, ys, 2)[0])
+
+
+# -- fit ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["AER/CPS1988", "carData/SLID", "wide"])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_sparse_matching_loss_equals_the_dense_loss_and_gradient(name, unbiased, monkeypatch):
+    _, _, schema = _table(name, 10)
+    fmap = create("table-marginals", input_shape=(schema.encoded_dim,), layout=schema.layout())
+    gen = torch.Generator().manual_seed(4)
+    n_classes = 3
+    x = torch.rand(257, schema.encoded_dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 2, (257,), generator=gen)  # class 2 absent
+    y[0] = 2 if name != "wide" else 0  # a class with a single record (biased term) on two tables
+    targets = torch.rand(n_classes, fmap.output_dim, generator=gen, dtype=torch.float64) / fmap.output_dim**0.5
+    want = class_mean_matching_loss(fmap(x), y, targets, unbiased=unbiased)
+    (g_want,) = torch.autograd.grad(want, x)
+    monkeypatch.setattr(fmap, "_features", lambda v: pytest.fail("the sparse loss built the dense features"))
+    got = fmap.matching_loss(x, y, targets, unbiased=unbiased)
+    (g_got,) = torch.autograd.grad(got, x)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-13)
+    assert torch.allclose(g_got, g_want, rtol=1e-8, atol=1e-13)
+
+
+@pytest.mark.parametrize("two_way", [True, False])
+def test_sparse_matching_loss_without_a_layout(two_way):
+    fmap = create("table-marginals", input_shape=(5,), bins=4, two_way=two_way)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(64, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 2, (64,), generator=gen)
+    targets = torch.rand(2, fmap.output_dim, generator=gen, dtype=torch.float64) * 0.1
+    for unbiased in (False, True):
+        want = class_mean_matching_loss(fmap(x), y, targets, unbiased=unbiased)
+        got = fmap.matching_loss(x, y, targets, unbiased=unbiased)
+        gw, gg = torch.autograd.grad(want, x)[0], torch.autograd.grad(got, x)[0]
+        assert torch.allclose(got, want, rtol=1e-10) and torch.allclose(gg, gw, rtol=1e-8, atol=1e-13)

@@ -61,7 +61,7 @@ import torch
 
 from ..config import Config
 from ..errors import DataError, MMGenError
-from .base import FeatureMap, register
+from .base import FeatureMap, matching_loss_from_sums, register
 
 __all__ = ["TableRFFConfig", "TableRFF", "TableMarginalsConfig", "TableMarginals", "check_layout"]
 
@@ -381,3 +381,65 @@ class TableMarginals(_TableMap):
                 hot[start + first] = True
         low, high = (torch.tensor(b, dtype=torch.float64) for b in self.bounds_)
         return torch.where(hot, high, low).reshape(1, *self.input_shape_)
+
+    def _pair_index(self, device) -> torch.Tensor:
+        """(D − ΣF,) int64: where each pair entry of φ sits in a flattened (ΣB, ΣB) Gram matrix of the coarse vectors."""
+        cached = self.__dict__.get("_pair_index_cache")
+        if cached is None or cached.device != torch.device(device):
+            nb = self.bins_
+            starts = [sum(nb[:i]) for i in range(len(nb))]
+            total = sum(nb)
+            parts = []
+            for i, j in self.pairs_:  # block (i, j) of the Gram matrix, row-major as vec(c_i ⊗ c_j)
+                rows = torch.arange(starts[i], starts[i] + nb[i])[:, None] * total
+                parts.append((rows + torch.arange(starts[j], starts[j] + nb[j])).flatten())
+            cached = torch.cat(parts).to(device)
+            self.__dict__["_pair_index_cache"] = cached  # not a buffer: no state_dict change
+        return cached
+
+    def matching_loss(
+        self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, *, unbiased: bool = False
+    ) -> torch.Tensor:
+        """The matching loss of :meth:`FeatureMap.matching_loss`, from per-block class sums (no (B, D) tensor).
+
+        The class sum of φ is ``(⊕_j Σ_i u_ij ⊕ ⊕_{j<k} vec(C_j^T C_k)) · scale_`` with ``C_j`` the
+        (n_c, B_j) coarse vectors of the class's records; every block ``C_j^T C_k`` is read off one
+        Gram matrix ``G_c = Cᵀ C`` of the concatenated coarse vectors ((ΣB, ΣB) per class). The unbiased
+        estimate's ``Σ_i ‖φ_i‖²`` is ``scale_² Σ_i (Σ_j ‖u_ij‖² + Σ_{j<k} ‖c_ij‖²‖c_ik‖²)``. Same value
+        and gradients as :func:`~mmgen.features.base.class_mean_matching_loss` on ``self(x)``, up to rounding.
+
+        Args:
+            x ((B, *input_shape) Tensor): generated (relaxed) records.
+            y ((B,) Tensor): their int64 labels.
+            targets ((C, D) Tensor): the released class-wise mean embeddings.
+            unbiased: the unbiased estimate (see :func:`~mmgen.features.base.class_mean_matching_loss`).
+
+        Returns:
+            A scalar tensor.
+        """
+        self._check_setup()
+        if tuple(x.shape[1:]) != self.input_shape_:
+            raise DataError(f"Expected x of shape (N, {', '.join(map(str, self.input_shape_))}). Got {tuple(x.shape)}.")
+        u = self.column_vectors(x.reshape(len(x), -1))
+        c = self.coarse_vectors(u) if self.pairs_ else u
+        n_classes, dt, dev = targets.shape[0], u[0].dtype, u[0].device
+        flat = torch.cat(u, dim=1)  # (B, ΣF)
+        sums = [torch.zeros(n_classes, flat.shape[1], dtype=dt, device=dev).index_add(0, y, flat)]
+        if self.pairs_:
+            coarse = torch.cat(c, dim=1)  # (B, ΣB)
+            index = self._pair_index(dev)
+            grams = []
+            for k in range(n_classes):
+                rows = coarse[y == k]  # (n_k, ΣB)
+                grams.append((rows.T @ rows).flatten()[index])  # (ΣB, n_k) @ (n_k, ΣB) -> Gram; its pair blocks
+            sums.append(torch.stack(grams))
+        sums = torch.cat(sums, dim=1) * self.scale_  # (C, D)
+        counts = torch.bincount(y, minlength=n_classes).to(dt)
+        squares = None
+        if unbiased:
+            per = sum((v * v).sum(dim=1) for v in u)  # (B,) Σ_j ‖u_j‖²
+            if self.pairs_:
+                a = torch.stack([(v * v).sum(dim=1) for v in c], dim=1)  # (B, K) ‖c_j‖²
+                per = per + (a[:, 1:] * a.cumsum(dim=1)[:, :-1]).sum(dim=1)  # Σ_k a_k Σ_{j<k} a_j
+            squares = torch.zeros(n_classes, dtype=dt, device=dev).index_add(0, y, per * self.scale_**2)
+        return matching_loss_from_sums(sums, counts, targets, squares=squares)
