@@ -23,7 +23,8 @@ downstream models, more duplicates). ``replace=True`` gives textbook herding.
 
 :func:`select_herding` is the class-conditional wrapper: it takes a fitted generator
 and its release (never a data set), draws ``pool × n_c`` rows for each class c
-(``n_c`` the release's noisy class proportions times n, rounded to sum to n), embeds
+(``n_c`` the release's noisy class proportions times n, rounded to sum to n; a class of more
+than 25,000 rows in equal blocks, each with its own pool, so the cost stays linear in n), embeds
 them with the release's own public feature maps — every statistic, each scaled by
 ``√w_k`` with the fit's loss weights ``w_k`` so that the herding objective is the
 fit's loss ``Σ_k w_k ‖m̃_{k,c} − mean φ_k‖²`` — and herds ``n_c`` rows toward the
@@ -47,6 +48,7 @@ __all__ = ["herd", "select_herding", "embedding_error"]
 log = logging.getLogger("mmgen.select")
 
 Features = torch.Tensor | Callable[[int, int], torch.Tensor]
+DEFAULT_BLOCK = 25_000  # rows herded at once (cost O(pool·block) per row); no class of CPS1988 or SLID is larger
 
 
 def _chunks(features: Features, size: int | None, chunk: int):
@@ -182,7 +184,7 @@ def _gram_from_parts(parts, size: int):
 
 
 def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None = None, progress: bool = False,
-                   chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+                   chunk: int = 4096, block: int = DEFAULT_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-conditional herding: ``n`` labelled rows chosen from a generated pool to match the release.
 
     Args:
@@ -193,12 +195,16 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
         seed: seed of the pool's draws (``None``: fresh randomness).
         progress: log progress (INFO, ``mmgen.select``).
         chunk: rows per chunk of features.
+        block: the most rows herded at once. A class with more rows is split into equal blocks,
+            each herded from its own pool toward the same target: herding n rows from a pool of
+            ``pool·n`` costs O(pool·n²) Gram entries, so blocks keep the cost linear in n (each
+            block's mean matches the target, so their union's does too).
 
     Returns:
         ``(x, y)``: (n, *input_shape) float32 rows and (n,) int64 labels, class by class.
 
     Raises:
-        MMGenError: mismatched release, bad ``n`` or ``pool``.
+        MMGenError: mismatched release, bad ``n``, ``pool`` or ``block``.
     """
     if not isinstance(release, Release):
         raise MMGenError(f"select_herding() takes a Release. Got {type(release).__name__}.")
@@ -209,6 +215,8 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
         raise MMGenError(f"`n` must be a positive integer. Got {n!r}.")
     if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
         raise MMGenError(f"`pool` must be an integer ≥ 1. Got {pool!r}.")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise MMGenError(f"`block` must be an integer ≥ 1. Got {block!r}.")
     weights = trained.train_config.statistic_weights or (1.0,) * len(release.statistics)
     props = release.class_proportions()
     exact = props * n
@@ -222,9 +230,11 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
     fmaps = [release.feature_map(s.name) for s in release.statistics]
     targets = [release.mean_embeddings(s.name) for s in release.statistics]
     trained.generator.eval()
+    jobs = []  # (class, rows) per block: a class's rows are herded in blocks of at most `block` rows
     for c, nc in enumerate(sizes.tolist()):
-        if nc == 0:
-            continue
+        count = -(-nc // block)
+        jobs += [(c, nc // count + (i < nc % count)) for i in range(count)]
+    for c, nc in jobs:
         m = pool * nc
         labels = torch.full((m,), c, dtype=torch.long)
         x = trained.generator.sample(labels, generator=gen)
