@@ -324,7 +324,7 @@ class Schema:
             ...     {"name": "age", "type": "integer", "low": 18, "high": 90},
             ...     {"name": "smoker", "type": "categorical", "categories": ["no", "yes"]}], "label": "smoker"})
             >>> s.n_classes, s.encoded_dim
-            (2, 17)
+            (2, 74)
         """
         if isinstance(spec, Schema):
             return spec
