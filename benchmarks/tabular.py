@@ -287,7 +287,21 @@ def table_info(name: str, schema, train, test, target) -> dict:
 
 
 def save(res: dict, new_rows: list[dict], tables: dict, write: bool) -> dict:
-    """Merges ``new_rows`` (and ``tables``) into the results on disk (read again now) and writes JSON and Markdown."""
+    """Merges ``new_rows`` (and ``tables``) into the results on disk (read again now) and writes JSON and Markdown.
+
+    Runs of the grid may go side by side: the read-merge-write holds an exclusive lock on a file beside the JSON.
+    """
+    if not write:
+        return _save(res, new_rows, tables, write)
+    import fcntl
+
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS_JSON.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _save(res, new_rows, tables, write)
+
+
+def _save(res: dict, new_rows: list[dict], tables: dict, write: bool) -> dict:
     res = {**read_results(), **{k: v for k, v in res.items() if k in ("scale", "scale_wide")}} if write else dict(res)
     res["rows"] = merge(res.get("rows", []), new_rows)
     res["tables"] = {**res.get("tables", {}), **tables}
