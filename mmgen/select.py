@@ -138,21 +138,19 @@ def herd(
 
 
 def _table_codes(fmap, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Fine cell and coarse bin codes ((K, M) int16 each) of a table-marginals map's rows if every column
-    vector is one-hot, else None."""
-    codes = []
+    """Fine cell and coarse bin codes ((K, M) int16 each) of a table-marginals map's rows if every row is
+    well-formed (:meth:`~mmgen.features.TableMarginals.one_hot_cells`), else None."""
+    fine, coarse = [], []
     for a in range(0, len(x), 8192):
-        u = fmap.column_vectors(x[a : a + 8192].reshape(len(x[a : a + 8192]), -1).to(torch.float64))
-        cols = []
-        for v in u:
-            if not bool(((v == 0) | (v == 1)).all()) or not bool((v.sum(dim=1) == 1).all()):
-                return None
-            cols.append(v.argmax(dim=1).to(torch.int16))
-        codes.append(torch.stack(cols, dim=1))
-    fine = torch.cat(codes).t().contiguous()  # (K, M)
+        ok, cells, bins = fmap.one_hot_cells(x[a : a + 8192])
+        if not bool(ok.all()):
+            return None
+        fine.append(cells.to(torch.int16))
+        coarse.append(bins.to(torch.int16))
+    fine_t = torch.cat(fine).t().contiguous()  # (K, M)
     if all(g is None for g in fmap.groups_):
-        return fine, fine
-    return fine, torch.stack([k if g is None else g.to(torch.int16)[k.long()] for k, g in zip(fine, fmap.groups_)])
+        return fine_t, fine_t
+    return fine_t, torch.cat(coarse).t().contiguous()
 
 
 def _shared(codes: torch.Tensor, j: int) -> torch.Tensor:
