@@ -25,7 +25,7 @@ seed and method:
 
 * ``mmgen:table-marginals`` (``+herding``: the rows herded from a pool of 2 × n generated
   rows toward the release, post-processing), ``mmgen:table-rff`` (off by default):
-  release → fit (the CLI's table defaults, 20 × 100 steps of 1,000 rows) → sample;
+  release → fit (the CLI's table defaults, 20 × 50 steps of 500 rows) → sample;
 * ``mst``, ``aim``: smartnoise-synth 1.0.8 in its own virtual environment
   (``benchmarks/anchors``) on the same rows binned by the same schema (``Schema.codes``,
   the declared bins; no budget spent on the domain), sampled back to values uniformly
@@ -94,6 +94,8 @@ from results_block import write_results  # noqa: E402
 from mmgen.data import holdout_mask  # noqa: E402
 from mmgen.data.examples import EXAMPLE_SCHEMAS, example_table  # noqa: E402
 from mmgen.data.tables import Schema  # noqa: E402
+from mmgen.cli.common import TABLE_FIT_DEFAULTS  # noqa: E402
+from mmgen.select import DEFAULT_BLOCK  # noqa: E402
 from mmgen.evaluate.tables import correlation_difference, distance_to_closest_record, marginal_tvd, ml_efficacy  # noqa: E402
 
 DELTA = 1e-5
@@ -101,7 +103,7 @@ DELTA_TXT = "1e-5"
 HOLDOUT = 0.2
 FLOOR_EPSILON = 1e5  # the noise-free floor: a very large ε, not a zero-noise release
 HERDING_POOL = 2  # pool rows per row kept; chosen on carData/SLID at eps = 1 (pools 2, 5, 10; 2 best on both seeds), never on the others
-TABLE_FIT = {"epochs": 20, "steps_per_epoch": 100, "batch_size": 1000}  # the CLI's TABLE_FIT_DEFAULTS
+TABLE_FIT = dict(TABLE_FIT_DEFAULTS)  # the CLI's table defaults
 TABLES = {  # name -> the ML target when the schema has no label, and a note for the output
     "AER/CPS1988": {},
     "carData/SLID": {"target": "sex", "note": "**the tuning table**: defaults chosen here; not an independent test"},
@@ -305,7 +307,7 @@ def _save(res: dict, new_rows: list[dict], tables: dict, write: bool) -> dict:
     res = {**read_results(), **{k: v for k, v in res.items() if k in ("scale", "scale_wide")}} if write else dict(res)
     res["rows"] = merge(res.get("rows", []), new_rows)
     res["tables"] = {**res.get("tables", {}), **tables}
-    res.update(delta=DELTA, neighbouring="add-remove", holdout=HOLDOUT, fit=TABLE_FIT, herding_pool=HERDING_POOL,
+    res.update(delta=DELTA, neighbouring="add-remove", holdout=HOLDOUT, fit=TABLE_FIT, herding_pool=HERDING_POOL, herding_block=DEFAULT_BLOCK,
                threads=1, floor_epsilon=FLOOR_EPSILON)  # fmt: skip
     if write:
         write_results(res, markdown(res), RESULTS_JSON, RESULTS_MD, MD_INTRO)

@@ -24,7 +24,7 @@ downstream models, more duplicates). ``replace=True`` gives textbook herding.
 :func:`select_herding` is the class-conditional wrapper: it takes a fitted generator
 and its release (never a data set), draws ``pool × n_c`` rows for each class c
 (``n_c`` the release's noisy class proportions times n, rounded to sum to n; a class of more
-than 25,000 rows in equal blocks, each with its own pool, so the cost stays linear in n), embeds
+than 5,000 rows in equal blocks, each with its own pool, so the cost stays linear in n), embeds
 them with the release's own public feature maps — every statistic, each scaled by
 ``√w_k`` with the fit's loss weights ``w_k`` so that the herding objective is the
 fit's loss ``Σ_k w_k ‖m̃_{k,c} − mean φ_k‖²`` — and herds ``n_c`` rows toward the
@@ -48,7 +48,8 @@ __all__ = ["herd", "select_herding", "embedding_error"]
 log = logging.getLogger("mmgen.select")
 
 Features = torch.Tensor | Callable[[int, int], torch.Tensor]
-DEFAULT_BLOCK = 25_000  # rows herded at once (cost O(pool·block) per row); no class of CPS1988 or SLID is larger
+DEFAULT_BLOCK = 5_000  # rows herded at once (cost O(pool·block) per row); on carData/SLID blocks of 1,000 and 3,000 rows
+# scored as one block of its 5,946 (docs/tabular.md), so herding costs O(n) with a small constant
 
 
 def _chunks(features: Features, size: int | None, chunk: int):
