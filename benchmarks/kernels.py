@@ -9,14 +9,19 @@ CPU (always):
   * peak memory (RSS high-water ``VmHWM`` of a fresh subprocess per N) while streaming N synthetic records through the release
     path, for N = 60,000 and 600,000.
 
-GPU (only when CUDA is available): fused Triton class sums vs the torch path
-and vs the cuBLAS GEMM ``X @ W`` rate, and training steps/s with the fused
-Triton matching loss vs the torch one; the device name is recorded.
+GPU (``--gpu``, or after the CPU part when CUDA is available): the checks and
+timings of :mod:`kernels_gpu` (``benchmarks/kernels_gpu.py``) — every kernel and
+the release path on CUDA against the CPU, Triton vs torch vs cuBLAS (float32,
+TF32, float64), the release path over its GEMM, the noise — written to
+docs/results/kernels-gpu.json and the GPU block of docs/kernels.md, within
+``--budget-s``. ``--dry-run-cpu`` runs that code on the CPU with tiny shapes.
 
 Usage::
 
-    python benchmarks/kernels.py            # full run (a few minutes on 2 cores)
+    python benchmarks/kernels.py            # full CPU run (a few minutes on 2 cores)
     python benchmarks/kernels.py --quick    # small shapes, seconds
+    python benchmarks/kernels.py --gpu --budget-s 300          # the GPU run only
+    python benchmarks/kernels.py --dry-run-cpu --gpu-json /tmp/k.json --gpu-markdown /tmp/k.md
 """
 
 from __future__ import annotations
@@ -33,13 +38,11 @@ from pathlib import Path
 
 import torch
 
-import mmgen
-from mmgen.data.base import iter_batches
-from mmgen.kernels import rff_class_sums_reference
-from mmgen.release import accumulate
+import kernels_gpu  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
-from results_block import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+kernels_gpu.make_mmgen_importable()  # also from a bare checkout (a GPU machine); mmgen is imported where used
+from results_block import write_results  # noqa: E402
 
 
 def _shapes(quick: bool) -> dict:
@@ -54,6 +57,8 @@ def _data(n: int, d: int, c: int, seed: int = 0):
 
 
 def _fmap(d: int, f: int, backend: str = "torch"):
+    import mmgen
+
     side = int(round(d**0.5))
     shape = (1, side, side) if side * side == d else (d,)
     return mmgen.features.create("rff", input_shape=shape, n_features=2 * f, seed=0, backend=backend)
@@ -61,6 +66,10 @@ def _fmap(d: int, f: int, backend: str = "torch"):
 
 def cpu_ratio(n: int, d: int, f: int, c: int, reps: int) -> dict:
     """Release path and kernel time over the bare X @ W time (same shapes, same process, interleaved)."""
+    from mmgen.data.base import iter_batches
+    from mmgen.kernels import rff_class_sums_reference
+    from mmgen.release import accumulate
+
     x, y = _data(n, d, c)
     fmap = _fmap(d, f)
     w = fmap.weights_
@@ -150,71 +159,6 @@ def cpu_memory(ns: list[int], d: int, f: int, c: int) -> list[dict]:
     return out
 
 
-def _cuda_time(fn, reps: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def gpu(n: int, d: int, f: int, c: int, reps: int, steps: int) -> dict:
-    """Fused Triton kernel vs torch and vs the cuBLAS GEMM; training steps/s with each loss backend."""
-    from mmgen.kernels import rff_class_sums
-
-    dev = torch.device("cuda")
-    x, y = (t.to(dev) for t in _data(n, d, c))
-    w = _fmap(d, f).weights_.to(dev)
-    prev_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # the kernel uses true fp32 products (ieee)
-    try:
-        t_gemm = _cuda_time(lambda: x @ w, reps)
-        t_triton = _cuda_time(lambda: rff_class_sums(x, w, y, c, backend="triton"), reps)
-        t_torch = _cuda_time(lambda: rff_class_sums(x, w, y, c, backend="torch", chunk=16384), reps)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev_tf32
-    flop = 2 * n * d * f
-    res = {
-        "device_name": torch.cuda.get_device_name(dev),
-        "class_sums": {
-            "shape": {"N": n, "d": d, "F": f, "classes": c},
-            "seconds": {"cublas_gemm_fp32": t_gemm, "triton_fused": t_triton, "torch_chunked": t_torch},
-            "gemm_tflops": {"cublas": flop / t_gemm / 1e12, "triton_fused": flop / t_triton / 1e12},
-            "triton_over_cublas_time": t_triton / t_gemm,
-        },
-    }
-    steps_s = {}
-    for backend in ("torch", "triton"):
-        torch.manual_seed(0)
-        fmap = _fmap(d, f, backend=backend).to(dev)
-        net = torch.nn.Sequential(torch.nn.Linear(64 + c, 512), torch.nn.ReLU(), torch.nn.Linear(512, d), torch.nn.Sigmoid()).to(dev)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        targets = torch.rand(c, 2 * f, device=dev) * 0.01
-        batch = 500
-
-        def step():
-            yb = torch.randint(0, c, (batch,), device=dev)
-            z = torch.cat([torch.randn(batch, 64, device=dev), torch.nn.functional.one_hot(yb, c).float()], 1)
-            loss = fmap.matching_loss(net(z).reshape(batch, *fmap.input_shape_), yb, targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-        steps_s[backend] = steps / (time.perf_counter() - t0)
-    res["training"] = {"batch": 500, "generator": "MLP 74-512-784", "steps_per_second": steps_s}
-    return res
-
-
 def _markdown(res: dict) -> str:
     cpu = res["cpu"]["ratio"]
     s = cpu["shape"]
@@ -248,22 +192,9 @@ def _markdown(res: dict) -> str:
     lines.append("")
     if res["gpu"] is None:
         lines.append("**GPU**: no GPU was available when this was run, so no GPU figures were measured "
-                     "(the script measures them when CUDA is present).")  # fmt: skip
+                     "(`--gpu` measures them; see the GPU run below).")  # fmt: skip
     else:
-        g = res["gpu"]
-        cs = g["class_sums"]
-        lines += [
-            f"**GPU** ({g['device_name']}), N={cs['shape']['N']:,}, d={cs['shape']['d']}, F={cs['shape']['F']:,}:",
-            "",
-            "| what | ms | fp32 TFLOP/s of the GEMM part |",
-            "| --- | ---: | ---: |",
-            f"| cuBLAS `X @ W` | {cs['seconds']['cublas_gemm_fp32'] * 1e3:.1f} | {cs['gemm_tflops']['cublas']:.1f} |",
-            f"| Triton fused class sums | {cs['seconds']['triton_fused'] * 1e3:.1f} | {cs['gemm_tflops']['triton_fused']:.1f} |",
-            f"| torch chunked class sums | {cs['seconds']['torch_chunked'] * 1e3:.1f} | |",
-            "",
-            f"Training steps/s (batch 500): torch {g['training']['steps_per_second']['torch']:.1f}, "
-            f"triton {g['training']['steps_per_second']['triton']:.1f}.",
-        ]
+        lines.append(f"**GPU**: measured in the same run, see the GPU block below ({res['gpu']['json']}).")
     return "\n".join(lines)
 
 
@@ -278,7 +209,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, default=ROOT / "docs/results/kernels.json")
     ap.add_argument("--markdown", type=Path, default=ROOT / "docs/kernels.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    kernels_gpu.add_arguments(ap)
     args = ap.parse_args(argv)
+    if args.gpu or args.dry_run_cpu:
+        if args.gpu and args.dry_run_cpu:
+            ap.error("--gpu and --dry-run-cpu exclude each other")
+        return kernels_gpu.run(args)
     sh = _shapes(args.quick)
     reps = args.reps or sh["reps"]
     res = {
@@ -298,16 +234,20 @@ def main(argv=None) -> dict:
     res["cpu"] = {"ratio": ratio, "memory": cpu_memory(sh["mem_n"], sh["d"], sh["f"], sh["c"])}
     res["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     if torch.cuda.is_available():
-        print("GPU ...", flush=True)
-        res["gpu"] = gpu(sh["n"], sh["d"], sh["f"], sh["c"], reps=5 if args.quick else 20, steps=20 if args.quick else 200)
+        res["gpu"] = {"json": str((args.gpu_json or kernels_gpu.DEFAULT_JSON).relative_to(ROOT))}
     else:
         res["gpu"] = None
         print("GPU: no CUDA device here; GPU figures not measured.", flush=True)
     print(_markdown(res))
     if not args.no_write:
         write_docs(res, args.json, args.markdown)
+    if torch.cuda.is_available():
+        print("GPU run ...", flush=True)
+        args.gpu = True
+        kernels_gpu.run(args)
     return res
 
 
 if __name__ == "__main__":
-    main()
+    out = main()
+    sys.exit(out if isinstance(out, int) else 0)
