@@ -375,11 +375,14 @@ def section_env(ctx: Context) -> dict:
         out["memory_gib"] = round(p.total_memory / 2**30, 1)
     else:
         out["device_name"] = f"{platform.machine()} CPU ({os.cpu_count()} cores)"
-    import mmgen  # the rest needs it: an import failure is this section's error
+    try:  # every later section needs mmgen: a failure here is recorded with the versions above
+        import mmgen
 
-    out["mmgen"] = mmgen.__version__
-    out["mmgen_path"] = str(Path(mmgen.__file__).parent)
-    ctx.res["device"] = out["device_name"]
+        out["mmgen"] = mmgen.__version__
+        out["mmgen_path"] = str(Path(mmgen.__file__).parent)
+    except Exception as exc:  # e.g. dp-accounting missing on a bare GPU image
+        out["mmgen_import_error"] = f"{type(exc).__name__}: {exc}"
+        out["passed"] = False
     for k, v in out.items():
         print(f"   {k}: {v}", flush=True)
     return out
