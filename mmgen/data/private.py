@@ -1,6 +1,7 @@
 """The one gate to private records: every stage that reads private data reaches it through :class:`PrivateData`.
 
-The stages are the release (:func:`mmgen.release`, :func:`mmgen.distributed.release_distributed`), Private
+The stages are the release (:func:`mmgen.release`, :func:`mmgen.distributed.release_distributed`), a table's private
+discretisation (:func:`mmgen.data.discretise.private_knots`), Private
 Evolution's votes (:func:`mmgen.evolve.evolve`), and the VAE's DP-SGD and per-record mechanism
 (:func:`mmgen.vae.train_vae`, :func:`mmgen.vae.per_record_samples`). Each of them builds one ``PrivateData``
 from the data and the public declarations, and reads records only through it:
@@ -22,6 +23,8 @@ from the data and the public declarations, and reads records only through it:
 
 * the release file: class-conditional sums and counts plus OpenDP Gaussian noise (``finalize``); L2 sensitivity
   per statistic bounded by the capped norm of one record's row;
+* a schema's private knots: quantiles of per-column dyadic-tree cell counts plus OpenDP Gaussian noise; L2
+  sensitivity √(K(L+1)) for K columns on 2^L cells (:mod:`mmgen.data.discretise`);
 * PE's samples: candidates selected by vote histograms plus OpenDP Gaussian noise (sensitivity 1, or √2 under
   replace-one); everything after the noisy histogram is post-processing;
 * the VAE file and everything sampled from it: Adam's steps on sums of clipped per-record gradients plus

@@ -17,6 +17,12 @@ A table's domain is declared, never read off the private table. A
   that where a value falls inside its bin is released too (default: one cell per value of
   an integer column with at most 128 values, else 8 cells per bin). Each bin is a run of
   whole cells: cell k lies in bin ``⌊k·bins/cells⌋``.
+* ``"knots": [low, k_1, ..., high]`` makes the axis piecewise linear (on the log scale with
+  ``transform: log``): each interval between two knots gets an equal share of the scaled axis,
+  so the coarse bins are the knot intervals (``bins`` = one per interval) and their fine cells
+  split each interval evenly. Knots come from public knowledge (tax brackets, age bands) or from a private
+  discretisation stage that spends declared budget (:mod:`mmgen.data.discretise`,
+  ``mmgen schema discretise``), never from the data silently.
 * ``categorical`` columns list their categories; ``null`` in the list is the missing value.
 * ``"missing": true`` declares that a column may be empty. A numeric column's missingness
   is then released like any other feature; a categorical column gets a missing category.
@@ -79,6 +85,8 @@ class Column:
         categories: declared categories of a categorical column (``None`` is the missing value).
         missing: whether the column may be empty.
         transform: ``None`` or ``"log"`` (numeric columns with ``low > 0``).
+        knots: ``None`` or the strictly increasing edges ``(low, ..., high)`` of a piecewise-linear axis (on the log
+            scale with ``transform: log``).
         bins: the coarse public binning of a numeric column (2-way marginals, metrics).
         cells: the fine public binning of its 1-way marginal (a multiple of ``bins``, or one cell per integer value).
         unknown: a category that values outside the list are mapped to (recorded), or None to refuse them.
@@ -96,6 +104,7 @@ class Column:
     cells: int | None = None
     unknown: Any = None
     description: str | None = None
+    knots: tuple | None = None
 
     @property
     def is_numeric(self) -> bool:
@@ -104,6 +113,8 @@ class Column:
     @property
     def n_bins(self) -> int:
         """Number of public bins of a numeric column (an integer column with few values: one per value)."""
+        if self.knots is not None:
+            return len(self.knots) - 1
         if self.bins is not None:
             return int(self.bins)
         if self.type == "integer" and self.transform is None:
@@ -120,7 +131,7 @@ class Column:
     @property
     def per_value(self) -> bool:
         """Whether the fine cells of this column are its integer values, one each."""
-        return self.type == "integer" and self.transform is None and self.n_cells == self.n_values
+        return self.type == "integer" and self.transform is None and self.knots is None and self.n_cells == self.n_values
 
     @property
     def n_cells(self) -> int:
@@ -129,7 +140,7 @@ class Column:
         if self.cells is not None:
             return int(self.cells)
         v = self.n_values
-        if v is not None and self.transform is None and v <= MAX_VALUE_CELLS:
+        if v is not None and self.transform is None and self.knots is None and v <= MAX_VALUE_CELLS:
             return max(v, self.n_bins)
         return CELLS_PER_BIN * self.n_bins
 
@@ -162,12 +173,27 @@ class Column:
         """Declared-bounds scaling of (present, in-domain) numbers into [0, 1]."""
         lo, hi, v = self.low, self.high, values.astype(np.float64)
         if self.transform == "log":
-            lo, hi, v = math.log(lo), math.log(hi), np.log(v)
+            lo, hi, v = math.log(lo), math.log(hi), np.log(np.clip(v, lo, hi))
+        if self.knots is not None:  # piecewise linear on the declared axis: interval i of B covers [i/B, (i+1)/B)
+            k = self._knot_axis()
+            v = np.clip(v, k[0], k[-1])
+            i = np.clip(np.searchsorted(k, v, side="right") - 1, 0, len(k) - 2)
+            return np.clip((i + (v - k[i]) / (k[i + 1] - k[i])) / (len(k) - 1), 0.0, 1.0)
         return np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+
+    def _knot_axis(self) -> np.ndarray:
+        """The knots on the declared axis (their logs for a log column)."""
+        k = np.asarray(self.knots, dtype=np.float64)
+        return np.log(k) if self.transform == "log" else k
 
     def unscale_raw(self, t) -> np.ndarray:
         """The inverse of :meth:`scale` without rounding or clipping."""
         t = np.asarray(t, dtype=np.float64)
+        if self.knots is not None:
+            k, b = self._knot_axis(), len(self.knots) - 1
+            i = np.clip(np.floor(t * b).astype(np.int64), 0, b - 1)
+            u = k[i] + (t * b - i) * (k[i + 1] - k[i])
+            return np.exp(u) if self.transform == "log" else u
         if self.transform == "log":
             return np.exp(math.log(self.low) + t * (math.log(self.high) - math.log(self.low)))
         return self.low + t * (self.high - self.low)
@@ -183,6 +209,8 @@ class Column:
             out.update(low=self.low, high=self.high)
             if self.transform:
                 out["transform"] = self.transform
+            if self.knots is not None:
+                out["knots"] = list(self.knots)
             if self.bins is not None:
                 out["bins"] = self.bins
             if self.cells is not None:
@@ -216,7 +244,8 @@ def _column(spec: Any, index: int) -> Column:
     where = f"schema column {index}"
     if not isinstance(spec, dict):
         raise DataError(f"{where} must be an object with 'name' and 'type'. Got {type(spec).__name__}.")
-    known = {"name", "type", "low", "high", "categories", "missing", "transform", "bins", "cells", "unknown", "description"}
+    known = {"name", "type", "low", "high", "categories", "missing", "transform", "bins", "cells", "unknown", "description",
+             "knots"}
     extra = sorted(set(spec) - known)
     if extra:
         raise DataError(f"{where} ({spec.get('name')!r}) has unknown field(s) {extra}. Known: {sorted(known)}.")
@@ -244,7 +273,7 @@ def _column(spec: Any, index: int) -> Column:
             raise DataError(f"{where}: the categories repeat a value ({cats}).")
         if missing and None not in cats:
             cats = cats + [None]
-        for key in ("low", "high", "transform", "bins", "cells"):
+        for key in ("low", "high", "transform", "bins", "cells", "knots"):
             if key in spec:
                 raise DataError(f"{where}: '{key}' applies to numeric columns only.")
         unknown = spec.get("unknown")
@@ -272,13 +301,14 @@ def _column(spec: Any, index: int) -> Column:
     bins = spec.get("bins")
     if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or not 2 <= bins <= 1000):
         raise DataError(f"{where}: 'bins' must be an integer in 2..1000. Got {bins!r}.")
+    knots = _knots(spec.get("knots"), low, high, bins, where)
     column = Column(name, kind, low=float(low), high=float(high), missing=missing, transform=transform, bins=bins,
-                    description=description)
+                    description=description, knots=knots)
     cells = spec.get("cells")
     if cells is not None:
         if isinstance(cells, bool) or not isinstance(cells, int) or not 2 <= cells <= 4096:
             raise DataError(f"{where}: 'cells' must be an integer in 2..4096. Got {cells!r}.")
-        values = column.n_values if transform is None else None
+        values = column.n_values if transform is None and knots is None else None
         if cells % column.n_bins and cells != values:
             raise DataError(
                 f"{where}: 'cells' must be a multiple of its {column.n_bins} bins (each bin a run of whole cells)"
@@ -288,6 +318,24 @@ def _column(spec: Any, index: int) -> Column:
             raise DataError(f"{where}: an integer column holds {values} values; 'cells' can be at most that. Got {cells}.")
         column = dataclasses.replace(column, cells=cells)
     return column
+
+
+def _knots(knots: Any, low: float, high: float, bins: int | None, where: str) -> tuple | None:
+    """A column's validated ``knots`` (None when absent)."""
+    if knots is None:
+        return None
+    if not isinstance(knots, list) or not 3 <= len(knots) <= 1001:
+        raise DataError(f"{where}: 'knots' must be a list of 3 to 1001 numbers [low, ..., high].")
+    if any(isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) for k in knots):
+        raise DataError(f"{where}: 'knots' must be finite numbers. Got {knots!r}.")
+    if not all(a < b for a, b in zip(knots, knots[1:])):
+        raise DataError(f"{where}: 'knots' must be strictly increasing.")
+    if knots[0] != low or knots[-1] != high:
+        raise DataError(f"{where}: 'knots' must start at low ({low}) and end at high ({high}). Got {knots[0]} ... {knots[-1]}.")
+    if bins is not None and bins != len(knots) - 1:
+        raise DataError(f"{where}: with 'knots' the bins are the {len(knots) - 1} intervals between them; drop 'bins' "
+                        f"(got {bins}).")  # fmt: skip
+    return tuple(float(k) for k in knots)
 
 
 def _key(value: Any) -> str | None:
@@ -631,7 +679,10 @@ class Schema:
             first = -((-np.arange(column.n_bins + 1) * column.n_cells) // column.n_bins) + math.ceil(column.low)
             names = [f"{a}" if b == a + 1 else f"{a}–{b - 1}" for a, b in zip(first[:-1], first[1:])]
             return names + (["(missing)"] if column.missing else [])
-        edges = column.unscale(np.linspace(0, 1, column.n_bins + 1)) if column.type != "integer" else None
+        if column.knots is not None:
+            edges = np.asarray(column.knots)
+        else:
+            edges = column.unscale(np.linspace(0, 1, column.n_bins + 1)) if column.type != "integer" else None
         if edges is None:
             lo, hi = column.low, column.high
             if column.transform == "log":

@@ -323,7 +323,7 @@ def schema_hints(schema) -> list[str]:
     schema = Schema.coerce(schema)
     hints = []
     for c in schema.columns:
-        if not c.is_numeric or c.transform is not None or c.low <= 0 or c.high < 100 * c.low:
+        if not c.is_numeric or c.transform is not None or c.knots is not None or c.low <= 0 or c.high < 100 * c.low:
             continue
         first = c.low + (c.high - c.low) / c.n_bins
         hints.append(
