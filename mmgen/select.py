@@ -12,9 +12,9 @@ Only the (M,) score vector is kept: with ``g_i = ⟨φ_i, s_t⟩`` and ``h_i = �
 (one pass over the pool), adding row j updates ``g ← g + K[:, j]`` where
 ``K[:, j] = Φ φ_j`` is one column of the pool's Gram matrix. Memory is linear in M:
 the features are read in chunks, and for the ``table-marginals`` map the Gram column
-comes from the rows' cell codes (for one-hot rows, two rows sharing ``a`` of K fine cells
-and ``b`` of K coarse bins have ``⟨φ_i, φ_j⟩ = (a + b(b−1)/2)/(K + P)``), never from a dense
-(M, D) matrix.
+comes from the rows' cell codes (for one-hot rows, ``⟨φ_i, φ_j⟩ = scale²·(Σ_k v_k² e_k +
+Σ_{k<l} a_k a_l t_k t_l)`` with ``e_k``/``t_k`` whether the two rows share column k's cell/bin and
+``v_k``, ``a_k`` the map's public weights), never from a dense (M, D) matrix.
 
 A row is picked **at most once** by default (``replace=False``): the pool is
 ``pool × n`` rows, so there is room, and repeats would make the sample collapse onto
@@ -24,7 +24,7 @@ downstream models, more duplicates). ``replace=True`` gives textbook herding.
 :func:`select_herding` is the class-conditional wrapper: it takes a fitted generator
 and its release (never a data set), draws ``pool × n_c`` rows for each class c
 (``n_c`` the release's noisy class proportions times n, rounded to sum to n; a class of more
-than 5,000 rows in equal blocks, each with its own pool, so the cost stays linear in n), embeds
+than 1,000 rows in equal blocks, each with its own pool, so the cost stays linear in n), embeds
 them with the release's own public feature maps — every statistic, each scaled by
 ``√w_k`` with the fit's loss weights ``w_k`` so that the herding objective is the
 fit's loss ``Σ_k w_k ‖m̃_{k,c} − mean φ_k‖²`` — and herds ``n_c`` rows toward the
@@ -48,8 +48,9 @@ __all__ = ["herd", "select_herding", "embedding_error"]
 log = logging.getLogger("mmgen.select")
 
 Features = torch.Tensor | Callable[[int, int], torch.Tensor]
-DEFAULT_BLOCK = 5_000  # rows herded at once (cost O(pool·block) per row); on carData/SLID blocks of 1,000 and 3,000 rows
-# scored as one block of its 5,946 (docs/tabular.md), so herding costs O(n) with a small constant
+BATCH_BLOCKS = True  # herd equal-sized table-marginals blocks together (same picks; False: one by one, for tests)
+DEFAULT_BLOCK = 1_000  # rows herded at once (cost O(pool·block) per row); on carData/SLID blocks of 1,000 and 3,000 rows
+# scored as one block of its 5,946 (docs/tabular.md); equal blocks are herded together (_herd_codes_batched)
 
 
 def _chunks(features: Features, size: int | None, chunk: int):
@@ -103,14 +104,7 @@ def herd(
     if not replace and n > size:
         raise MMGenError(f"Cannot pick {n} distinct rows from a pool of {size}; use a larger pool or replace=True.")
     target = target.to(torch.float64).reshape(-1)
-    norms = torch.empty(size, dtype=torch.float64)
-    h = torch.empty(size, dtype=torch.float64)  # ⟨φ_i, m⟩
-    for a, f in _chunks(features, size, chunk):
-        f = f.to(torch.float64)
-        if f.ndim != 2 or f.shape[1] != len(target):
-            raise MMGenError(f"Expected feature chunks of shape (rows, {len(target)}). Got {tuple(f.shape)}.")
-        norms[a : a + len(f)] = (f * f).sum(dim=1)
-        h[a : a + len(f)] = f @ target  # (rows, D) @ (D,)
+    norms, h = _norms_and_projections(features, target, size, chunk)
     if gram_column is None:
         if isinstance(features, torch.Tensor):
             def gram_column(j):
@@ -138,6 +132,66 @@ def herd(
     return out
 
 
+def _norms_and_projections(features: Features, target: torch.Tensor, size: int, chunk: int):
+    """``(‖φ_i‖², ⟨φ_i, m⟩)`` of every pool row, float64, read in chunks."""
+    norms = torch.empty(size, dtype=torch.float64)
+    h = torch.empty(size, dtype=torch.float64)
+    for a, f in _chunks(features, size, chunk):
+        f = f.to(torch.float64)
+        if f.ndim != 2 or f.shape[1] != len(target):
+            raise MMGenError(f"Expected feature chunks of shape (rows, {len(target)}). Got {tuple(f.shape)}.")
+        norms[a : a + len(f)] = (f * f).sum(dim=1)
+        h[a : a + len(f)] = f @ target  # (rows, D) @ (D,)
+    return norms, h
+
+
+def _herd_codes_batched(score: torch.Tensor, h2: torch.Tensor, parts: list, n: int, progress: bool = False) -> torch.Tensor:
+    """Herding of ``n`` rows in B pools at once, every statistic a ``table-marginals`` map (Gram columns from codes).
+
+    The same arithmetic, pool by pool, as :func:`herd` with :func:`_gram_from_parts` (each pool's picks are
+    identical to herding it alone); the B pools share every step's tensor operations, so the per-step overhead
+    is paid once for all of them.
+
+    Args:
+        score ((B, M) float64): ``‖φ_i‖² − 2h_i`` per pool (updated in place).
+        h2 ((B, M) float64): ``2h_i``.
+        parts: per statistic ``(w, groups, two_way, scale²)``, ``groups`` from :func:`_code_groups` on the (B, K, M)
+            codes of the B pools.
+        n: rows to pick per pool (≤ M).
+
+    Returns:
+        (B, n) int64: each pool's picks, in order.
+    """
+    b, m = score.shape
+    rows = torch.arange(b)
+    out = torch.empty(b, n, dtype=torch.long)
+    last = time.monotonic()
+    for t in range(n):
+        j = torch.argmin(score, dim=1)
+        out[:, t] = j
+        column = torch.zeros(b, m, dtype=torch.float64)
+        for w, groups, two_way, scale2 in parts:
+            column += (w * scale2) * _codes_column(groups, two_way, rows, j)
+        score += 2.0 * column
+        score -= h2
+        score[rows, j] = math.inf
+        if progress and time.monotonic() - last > 10.0:
+            last = time.monotonic()
+            log.info("herding: %d of %d rows picked in each of %d blocks", t + 1, n, b)
+    return out
+
+
+def _shared_batched(codes: torch.Tensor, rows: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """(B, M) float64: per pool b, how many of the K columns of each row share their code with row ``j[b]``."""
+    if codes.shape[1] == 0:
+        return torch.zeros(codes.shape[0], codes.shape[2], dtype=torch.float64)
+    ref = codes[rows, :, j]  # (B, K)
+    a = (codes[:, 0] == ref[:, :1]).to(torch.uint8)
+    for k in range(1, codes.shape[1]):  # column by column: 3x faster than one (B, K, M) comparison summed over K
+        a += codes[:, k] == ref[:, k : k + 1]
+    return a.to(torch.float64)
+
+
 def _table_codes(fmap, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Fine cell and coarse bin codes ((K, M) int16 each) of a table-marginals map's rows if every row is
     well-formed (:meth:`~mmgen.features.TableMarginals.one_hot_cells`), else None."""
@@ -154,27 +208,60 @@ def _table_codes(fmap, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | N
     return fine_t, torch.cat(coarse).t().contiguous()
 
 
-def _shared(codes: torch.Tensor, j: int) -> torch.Tensor:
-    """(M,) int64: how many of the K columns of each row have the same code as row j."""
-    a = (codes[0] == codes[0, j]).to(torch.uint8)
-    for k in range(1, codes.shape[0]):
-        a += codes[k] == codes[k, j]
-    return a.long()
+def _codes_part(fmap, codes) -> tuple:
+    """A ``table-marginals`` statistic's Gram data: its codes, whether it has pairs, ``scale_²``, and per column
+    the squared 1-way weight ``v_j²`` and the pair weight ``a_j`` (:class:`~mmgen.features.TableMarginals`)."""
+    return (codes, bool(fmap.pairs_), fmap.scale_**2, [v * v for v in fmap.one_way_weights_],
+            [w * w for w in fmap.pair_weights_])  # fmt: skip
+
+
+def _code_groups(fine: torch.Tensor, coarse: torch.Tensor, v2: list, a: list) -> list:
+    """Columns grouped by their weights: ``[(v², a, fine (B, K_g, M), coarse (B, K_g, M) or None)]``, coarse None
+    where a column's cells are its bins (then a shared cell is a shared bin)."""
+    differ = (fine != coarse).any(dim=2).any(dim=0).tolist()
+    groups: dict = {}
+    for k in range(fine.shape[1]):
+        groups.setdefault((v2[k], a[k], differ[k]), []).append(k)
+    out = []
+    for (vv, aa, d), cols in groups.items():
+        idx = torch.tensor(cols)
+        out.append((vv, aa, fine[:, idx].contiguous(), coarse[:, idx].contiguous() if d else None))
+    return out
+
+
+def _codes_column(groups: list, two_way: bool, rows: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """(B, M) float64: ``⟨φ_i, φ_j⟩ / scale_²`` of one-hot rows from their codes, pool b against its row ``j[b]``.
+
+    With ``e_k`` (row i shares row j's cell in column k) and ``t_k`` (shares its bin): the 1-way part is
+    ``Σ_k v_k² e_k`` and the pair part ``Σ_{k<l} a_k a_l t_k t_l = ((Σ a_k t_k)² − Σ a_k² t_k) / 2``.
+    """
+    one, lin, sq = 0.0, 0.0, 0.0
+    for vv, aa, fine, coarse in groups:
+        e = _shared_batched(fine, rows, j)
+        one = one + vv * e
+        if two_way:
+            t = e if coarse is None else _shared_batched(coarse, rows, j)
+            lin, sq = lin + aa * t, sq + (aa * aa) * t
+    return one + (lin * lin - sq) / 2 if two_way else one
 
 
 def _gram_from_parts(parts, size: int):
     """A Gram-column function summing each statistic's (weighted) column."""
+    grouped = []
+    for kind, w, obj in parts:
+        if kind == "codes":
+            (fine, coarse), two_way, scale2, v2, a = obj  # (K, M) codes each
+            grouped.append((kind, w, (_code_groups(fine[None], coarse[None], v2, a), two_way, scale2)))
+        else:
+            grouped.append((kind, w, obj))
+    zero = torch.zeros(1, dtype=torch.long)
+
     def column(j: int) -> torch.Tensor:
         out = torch.zeros(size, dtype=torch.float64)
-        for kind, w, obj in parts:
+        for kind, w, obj in grouped:
             if kind == "codes":
-                (fine, coarse), two_way, scale2 = obj  # (K, M) each, one contiguous row per column
-                lut = torch.arange(fine.shape[0] + 1, dtype=torch.float64)
-                a = _shared(fine, j)  # fine cells shared with row j (the 1-way part)
-                out += w * scale2 * lut[a]
-                if two_way:
-                    b = a if coarse is fine else _shared(coarse, j)
-                    out += w * scale2 * (lut * (lut - 1) / 2)[b]  # b(b−1)/2 pairs of shared bins
+                groups, two_way, scale2 = obj
+                out += (w * scale2) * _codes_column(groups, two_way, zero, torch.tensor([j]))[0]
             else:
                 out += w * (obj @ obj[j])  # (M, D) @ (D,)
         return out
@@ -233,6 +320,7 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
     for c, nc in enumerate(sizes.tolist()):
         count = -(-nc // block)
         jobs += [(c, nc // count + (i < nc % count)) for i in range(count)]
+    prepared = []  # per block: (class, rows, pool x, labels, parts, features, target)
     for c, nc in jobs:
         m = pool * nc
         labels = torch.full((m,), c, dtype=torch.long)
@@ -241,7 +329,7 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
         for w, f, mt in zip(weights, fmaps, targets):
             codes = _table_codes(f, x) if getattr(f, "name", "") == "table-marginals" else None
             if codes is not None:
-                parts.append(("codes", w, (codes, bool(f.pairs_), f.scale_ ** 2)))
+                parts.append(("codes", w, _codes_part(f, codes)))
             else:
                 phi = torch.cat([f(x[a : a + chunk].to(torch.float64)).to(torch.float64) for a in range(0, m, chunk)])
                 parts.append(("dense", w, phi))
@@ -251,13 +339,36 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
         def features(a, b, feats=feats, x=x):
             return torch.cat([s * f(x[a:b].to(torch.float64)).to(torch.float64) for f, s in feats], dim=1)
 
-        t0 = time.monotonic()
-        idx = herd(features, torch.cat(tgt), nc, size=m, gram_column=_gram_from_parts(parts, m), chunk=chunk,
-                   progress=progress)
-        if progress:
-            log.info("herding: class %d, %d of %d pool rows in %.1f s", c, nc, m, time.monotonic() - t0)
-        xs.append(x[idx])
-        ys.append(labels[idx])
+        prepared.append((c, nc, x, labels, parts, features, torch.cat(tgt)))
+    picks: dict[int, torch.Tensor] = {}
+    t0 = time.monotonic()
+    batchable: dict[int, list[int]] = {}  # blocks of equal size whose statistics are all code-based, herded together
+    for i, (c, nc, x, labels, parts, features, target) in enumerate(prepared):
+        if BATCH_BLOCKS and all(kind == "codes" for kind, _, _ in parts):
+            batchable.setdefault(nc, []).append(i)
+        else:
+            picks[i] = herd(features, target, nc, size=len(x), gram_column=_gram_from_parts(parts, len(x)),
+                            chunk=chunk, progress=progress)  # fmt: skip
+    for nc, group in batchable.items():
+        scores, h2s = [], []
+        for i in group:
+            _, _, x, _, _, features, target = prepared[i]
+            norms, h = _norms_and_projections(features, target, len(x), chunk)
+            scores.append(norms - 2.0 * h)
+            h2s.append(2.0 * h)
+        parts_b = []
+        for k, (_, w, (_, two_way, scale2, v2, a)) in enumerate(prepared[group[0]][4]):
+            fines = torch.stack([prepared[i][4][k][2][0][0] for i in group])  # (B, K, M)
+            coarses = torch.stack([prepared[i][4][k][2][0][1] for i in group])
+            parts_b.append((w, _code_groups(fines, coarses, v2, a), two_way, scale2))
+        out = _herd_codes_batched(torch.stack(scores), torch.stack(h2s), parts_b, nc, progress=progress)
+        for i, idx in zip(group, out):
+            picks[i] = idx
+    if progress:
+        log.info("herding: %d rows in %d blocks in %.1f s", n, len(prepared), time.monotonic() - t0)
+    for i, (c, nc, x, labels, parts, features, target) in enumerate(prepared):
+        xs.append(x[picks[i]])
+        ys.append(labels[picks[i]])
     return torch.cat(xs).float(), torch.cat(ys)
 
 

@@ -8,7 +8,7 @@ import torch
 import mmgen
 import mmgen.select as select_module
 from mmgen.errors import MMGenError
-from mmgen.select import _gram_from_parts, _table_codes, embedding_error, herd, select_herding
+from mmgen.select import _codes_part, _gram_from_parts, _table_codes, embedding_error, herd, select_herding
 
 DELTA = 1e-5
 
@@ -80,7 +80,7 @@ def test_code_gram_equals_dense_gram(slid_fit):
     codes = _table_codes(f, x)
     assert codes is not None
     phi = f(x.double())
-    sparse = _gram_from_parts([("codes", 2.0, (codes, bool(f.pairs_), f.scale_**2))], 200)
+    sparse = _gram_from_parts([("codes", 2.0, _codes_part(f, codes))], 200)
     dense = _gram_from_parts([("dense", 2.0, phi)], 200)
     for j in (0, 17, 199):
         assert torch.allclose(sparse(j), dense(j), atol=1e-12)
@@ -110,9 +110,24 @@ def test_a_broken_selector_fails_the_threshold(slid_fit, monkeypatch):
         m = size if size is not None else len(features)
         return torch.randperm(m, generator=torch.Generator().manual_seed(5))[:n]
 
+    def random_batched(score, h2, parts, n, progress=False):
+        gen = torch.Generator().manual_seed(5)
+        return torch.stack([torch.randperm(score.shape[1], generator=gen)[:n] for _ in range(score.shape[0])])
+
     monkeypatch.setattr(select_module, "herd", random_indices)
+    monkeypatch.setattr(select_module, "_herd_codes_batched", random_batched)
     x, y = select_herding(trained, rel, 600, pool=4, seed=0)
     assert _ratio(rel, trained, x, y) >= 0.8
+
+
+def test_blocks_herded_together_pick_what_each_would_pick_alone(slid_fit, monkeypatch):
+    """The batched loop (every block of one size at once) equals herding each block alone with its Gram columns."""
+    rel, trained = slid_fit
+    together = select_herding(trained, rel, 333, pool=2, seed=3, block=50)  # 7 blocks of 47-48 rows, batched
+    monkeypatch.setattr(select_module, "BATCH_BLOCKS", False)
+    monkeypatch.setattr(select_module, "_herd_codes_batched", None)  # any use of the batched loop would now fail
+    one_by_one = select_herding(trained, rel, 333, pool=2, seed=3, block=50)
+    assert torch.equal(together[0], one_by_one[0]) and torch.equal(together[1], one_by_one[1])
 
 
 def test_image_release_through_the_cli(digits, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """table-marginals' sparse paths (issue 22, item 4): the release and the fit never build an (N, D) row.
 
-Release: a well-formed row (every column vector one-hot) rounds to q times the indicator of its
-K + P cells, q taken from the dense path itself, so the class sums are q times integer counts.
+Release: a well-formed row (every column vector one-hot) rounds to q_t on its one cell of each of the
+K + P tables, q_t taken from the dense path itself, so the class sums are q_t times integer counts.
 These tests check, on real tables (CPS1988, SLID with gaps, a 24-column table made of CPS1988's
 rows), that the sparse sums equal the dense path's **bit for bit**, with adversarial rows mixed in
 (they go dense), across classes, and with a canary in front. Fit: the matching loss from per-block
@@ -136,17 +136,27 @@ def test_front_canary_moves_the_sums_by_its_own_rounded_row(name, rows):
         assert norm <= sparse.max_norm * (1 + NORM_SLACK)
 
 
+@pytest.mark.parametrize("weighting", ["cells", "equal"])
 @pytest.mark.parametrize("name,rows", TABLES)
-def test_q_is_the_dense_value_of_every_well_formed_row(name, rows):
+def test_q_is_the_dense_value_of_every_well_formed_row(name, rows, weighting):
     x, _, schema = _table(name, rows)
-    sparse, _ = _maps(schema)
+    sparse, _ = _maps(schema, weighting=weighting)
     q = _one_hot_plan(sparse)
+    sizes = sparse.table_sizes()
+    assert q is not None and q.shape == (sparse.output_dim,)
     k = len(sparse.cells_)
-    n = k + k * (k - 1) // 2
-    assert q is not None and q == round(sparse.scale_ * 2.0**FRACTION_BITS)
-    assert q * 2.0**-FRACTION_BITS * math.sqrt(n) <= sparse.max_norm * (1 + NORM_SLACK)
+    weights = sparse.one_way_weights_ + [sparse.pair_weights_[i] * sparse.pair_weights_[j] for i, j in sparse.pairs_]
+    assert len(sizes) == len(weights) == k + k * (k - 1) // 2
+    per_table = torch.stack([part[0] for part in q.split(sizes)])
+    assert bool((torch.cat([p.eq(p[0]) for p in q.split(sizes)])).all())  # one value per table
+    expected = [round(w * sparse.scale_ * 2.0**FRACTION_BITS) for w in weights]
+    assert max(abs(int(a) - b) for a, b in zip(per_table.tolist(), expected)) <= 1
+    if weighting == "equal":
+        assert len(set(per_table.tolist())) == 1  # the map of releases written before the weights
+    assert float((per_table.double() * 2.0**-FRACTION_BITS).norm()) <= sparse.max_norm * (1 + NORM_SLACK)
     rounded = fixed_point(sparse.release_features(x[:300]), sparse.max_norm)  # (300, D) dense rows
-    assert bool(((rounded == 0) | (rounded == q)).all()) and bool(((rounded == q).sum(dim=1) == n).all())
+    hot = rounded != 0
+    assert bool((rounded == q * hot).all()) and bool((hot.sum(dim=1) == len(sizes)).all())
 
 
 def test_a_wrong_plan_raises(monkeypatch):

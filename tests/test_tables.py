@@ -7,6 +7,7 @@ CPS1988 (numbers and categories, a label) and SLID (gaps in numeric and categori
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 
@@ -230,7 +231,7 @@ def test_marginal_features_average_to_the_marginal_tables(cps):
     rows = cps.sample(1000, random_state=0)
     x, _ = s.encode(rows)
     f = create("table-marginals", input_shape=(s.encoded_dim,), layout=s.layout())
-    mean = f(x).mean(dim=0) / f.scale_
+    mean = f(x).mean(dim=0) / f.entry_scale()  # each table over its public weight
     k = len(f.cells_)
     ethnicity, region = 3, 5  # feature columns (label excluded): wage, education, experience, ethnicity, smsa, region
     start = sum(f.cells_[:ethnicity])
@@ -523,3 +524,18 @@ def test_schema_hints_read_the_declarations_alone(tmp_path, capsys):
     (tmp_path / "cps.json").write_text(json.dumps(CPS_SCHEMA))
     assert cli.main(["schema", "check", str(tmp_path / "cps.json")]) == 0
     assert "hint:" not in capsys.readouterr().out
+
+
+def test_a_release_spec_without_weighting_reads_as_the_equal_weights_it_was_made_with():
+    """Releases written before the per-table weights have no 'weighting' in their spec: they keep every table equal."""
+    from mmgen.features.base import from_spec
+
+    s = Schema.from_dict(CPS_SCHEMA)
+    new = create("table-marginals", input_shape=(s.encoded_dim,), layout=s.layout())
+    assert new.config.weighting == "cells" and len(set(new.entry_scale().tolist())) > 1
+    old_spec = new.spec()
+    del old_spec["config"]["weighting"]
+    old = from_spec(old_spec)
+    assert old.config.weighting == "equal" and old.scale_ == pytest.approx(1 / math.sqrt(6 + 15))
+    assert torch.equal(old.entry_scale(), torch.full((old.output_dim,), old.scale_, dtype=torch.float64))
+    assert from_spec(new.spec()).config.weighting == "cells"

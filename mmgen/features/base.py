@@ -302,4 +302,7 @@ def create(
 
 def from_spec(spec: dict[str, Any]) -> FeatureMap:
     """Rebuilds a feature map from :meth:`FeatureMap.spec` (e.g. read from a release)."""
-    return create(spec["name"], input_shape=spec["input_shape"], bounds=tuple(spec["bounds"]), **spec["config"])
+    config = dict(spec["config"])
+    if spec["name"] == "table-marginals" and "weighting" not in config:
+        config["weighting"] = "equal"  # written before the per-table weights existed: every table weighed the same
+    return create(spec["name"], input_shape=spec["input_shape"], bounds=tuple(spec["bounds"]), **config)

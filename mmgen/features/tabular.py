@@ -37,13 +37,24 @@ each column j becomes a non-negative vector ``u_j`` with ``Σ u_j ≤ 1`` (its f
 
 and its coarse vector ``c_j = A_j u_j``, the cells summed into their bins (``A_j`` the public
 0/1 matrix of cell → bin; the missing cell stays its own; ``c_j = u_j`` when a column has no
-finer cells). Then ``φ(x) = (⊕_j u_j ⊕ ⊕_{j<k} vec(c_j ⊗ c_k)) / √(K + P)`` over the K columns
-and their ``P = K(K−1)/2`` pairs: **multi-resolution** marginals. The mean of φ over a class
-is exactly its 1-way marginal tables on the fine cells (where a value falls inside its bin)
-and its 2-way tables on the coarse bins that the metrics use (hat-smoothed for plain
-``numeric`` slots), all scaled by the same constant. Proof of the bound:
-``‖u_j‖₂ ≤ ‖u_j‖₁ ≤ 1``, ``‖c_j‖₁ = ‖u_j‖₁ ≤ 1`` (A_j sums disjoint groups of non-negative
-entries) and ``‖c_j ⊗ c_k‖₂ = ‖c_j‖₂‖c_k‖₂ ≤ 1``, so ``‖φ‖² ≤ (K + P)/(K + P) = 1``.
+finer cells). Then
+
+    φ(x) = s · (⊕_j v_j u_j  ⊕  ⊕_{j<k} vec(√a_j c_j ⊗ √a_k c_k)),    s = (Σ_j v_j² + Σ_{j<k} a_j a_k)^(−1/2)
+
+over the K columns and their ``P = K(K−1)/2`` pairs: **multi-resolution** marginals. The mean
+of φ over a class is exactly its 1-way marginal tables on the fine cells (where a value falls
+inside its bin) and its 2-way tables on the coarse bins that the metrics use (hat-smoothed for
+plain ``numeric`` slots), each scaled by a public constant. The weights are public, fixed by the
+layout alone (``weighting``): ``"cells"`` (the default) gives column j's 1-way table the weight
+``v_j = F_j^(1/3)`` and pair (j, k) the weight ``√(a_j a_k) = (B_j B_k)^(1/3)``, so a table of more
+cells gets a larger share of the norm and less relative noise. That share minimises the sum
+over the tables of their expected L1 noise (a table of n cells with feature weight w has L1
+noise ∝ n/w; minimising Σ n_t/w_t subject to Σ w_t² = 1 gives w_t ∝ n_t^(1/3)), and it is
+separable over columns, which keeps the pair part a product. ``"equal"`` (``v = a = 1``) is the
+map of releases written before the weights existed (a release's spec without the field reads
+as equal). Proof of the bound: ``‖u_j‖₂ ≤ ‖u_j‖₁ ≤ 1``, ``‖c_j‖₁ = ‖u_j‖₁ ≤ 1`` (A_j sums disjoint
+groups of non-negative entries) and ``‖c_j ⊗ c_k‖₂ = ‖c_j‖₂‖c_k‖₂ ≤ 1``, so
+``‖φ‖² ≤ s²(Σ_j v_j² + Σ_{j<k} a_j a_k) = 1``.
 
 A generator outputs *relaxed* blocks (category and bin probabilities, missingness
 probabilities): both maps are smooth in them, and for the marginal map the
@@ -213,13 +224,18 @@ class TableMarginalsConfig(Config):
         layout: the encoded row's blocks (from :meth:`mmgen.data.tables.Schema.layout`); None: all numeric.
         bins: bins of each numeric slot when there is no layout (a layout carries its own).
         two_way: add every pair's 2-way table on the coarse bins (else the 1-way marginals alone).
+        weighting: ``"cells"``: each table's share of the norm grows as its cells^(1/3) (see the module);
+            ``"equal"``: every table the same (releases written before the field existed).
     """
 
     layout: tuple | None = None
     bins: int = 16
     two_way: bool = True
+    weighting: str = "cells"
 
     def __post_init__(self):
+        if self.weighting not in ("cells", "equal"):
+            raise MMGenError(f"`weighting` must be 'cells' or 'equal'. Got {self.weighting!r}.")
         if self.layout is not None:
             object.__setattr__(self, "layout", check_layout(self.layout))
         if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 2:
@@ -249,7 +265,12 @@ class TableMarginals(_TableMap):
         self.cells_, self.bins_, self.groups_ = fine, coarse, groups
         k = len(fine)
         self.pairs_ = list(combinations(range(k), 2)) if self.config.two_way else []
-        self.scale_ = 1.0 / math.sqrt(k + len(self.pairs_))
+        cells = self.config.weighting == "cells"
+        self.one_way_weights_ = [float(f) ** (1 / 3) if cells else 1.0 for f in fine]  # v_j
+        self.pair_weights_ = [float(b) ** (1 / 3) if cells else 1.0 for b in coarse]  # √a_j
+        total = sum(v * v for v in self.one_way_weights_) + sum(
+            (self.pair_weights_[i] * self.pair_weights_[j]) ** 2 for i, j in self.pairs_)
+        self.scale_ = 1.0 / math.sqrt(total)
 
     @property
     def output_dim(self) -> int:
@@ -285,9 +306,14 @@ class TableMarginals(_TableMap):
                 out.append(torch.cat([(1 - m) * hat, m], dim=1))
         return out
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def weighted_vectors(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``([v_j u_j], [√a_j c_j])``: the column vectors and coarse vectors times their public weights."""
         u = self.column_vectors(x)
-        c = self.coarse_vectors(u) if self.pairs_ else u
+        c = self.coarse_vectors(u) if self.pairs_ else []
+        return [v * uj for v, uj in zip(self.one_way_weights_, u)], [w * cj for w, cj in zip(self.pair_weights_, c)]
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        u, c = self.weighted_vectors(x)
         parts = list(u)
         parts.extend((c[i][:, :, None] * c[j][:, None, :]).flatten(1) for i, j in self.pairs_)
         return torch.cat(parts, dim=1) * self.scale_
@@ -329,7 +355,8 @@ class TableMarginals(_TableMap):
     def cell_counts(self, cells: torch.Tensor, bins: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
         """Per class, how many well-formed records have a nonzero in each entry of φ.
 
-        For well-formed records (:meth:`one_hot_cells`) ``Σ_{i: y_i = c} φ(x_i) = scale_ · counts[c]``.
+        For well-formed records (:meth:`one_hot_cells`) ``Σ_{i: y_i = c} φ(x_i) = counts[c]`` times each table's
+        value (its public weight times ``scale_``).
         The 1-way part is one bincount of (class, column, cell); each column j's pairs ``(j, k > j)``
         lie side by side in φ, so their part is one bincount of (class, pair, ``bin_j·B_k + bin_k``):
         K + 1 bincounts in all, memory O(N·K), never (N, D).
@@ -367,6 +394,17 @@ class TableMarginals(_TableMap):
             pos += span
         return out
 
+    def entry_scale(self) -> torch.Tensor:
+        """(D,) float64: each entry of φ's factor over its marginal share (a table's weight times ``scale_``), so
+        that a class mean of φ divided by it is the marginal tables themselves."""
+        w = self.one_way_weights_ + [self.pair_weights_[i] * self.pair_weights_[j] for i, j in self.pairs_]
+        return torch.repeat_interleave(torch.tensor(w, dtype=torch.float64) * self.scale_, torch.tensor(self.table_sizes()))
+
+    def table_sizes(self) -> list[int]:
+        """Entries of φ per table, in order: each column's 1-way table (its cells), then each pair's (bins × bins)."""
+        self._check_setup()
+        return list(self.cells_) + [self.bins_[i] * self.bins_[j] for i, j in self.pairs_]
+
     def canonical_row(self) -> torch.Tensor:
         """A well-formed record in the declared domain: every column in its first cell, nothing missing.
 
@@ -402,10 +440,10 @@ class TableMarginals(_TableMap):
     ) -> torch.Tensor:
         """The matching loss of :meth:`FeatureMap.matching_loss`, from per-block class sums (no (B, D) tensor).
 
-        The class sum of φ is ``(⊕_j Σ_i u_ij ⊕ ⊕_{j<k} vec(C_j^T C_k)) · scale_`` with ``C_j`` the
-        (n_c, B_j) coarse vectors of the class's records; every block ``C_j^T C_k`` is read off one
+        The class sum of φ is ``(⊕_j Σ_i u_ij ⊕ ⊕_{j<k} vec(C_j^T C_k)) · scale_`` with ``u_ij`` and ``C_j``
+        (n_c, B_j) the weighted column and coarse vectors (:meth:`weighted_vectors`) of the class's records; every block ``C_j^T C_k`` is read off one
         Gram matrix ``G_c = Cᵀ C`` of the concatenated coarse vectors ((ΣB, ΣB) per class). The unbiased
-        estimate's ``Σ_i ‖φ_i‖²`` is ``scale_² Σ_i (Σ_j ‖u_ij‖² + Σ_{j<k} ‖c_ij‖²‖c_ik‖²)``. Same value
+        estimate's ``Σ_i ‖φ_i‖²`` is ``scale_² Σ_i (Σ_j ‖u_ij‖² + Σ_{j<k} ‖c_ij‖²‖c_ik‖²)`` (weighted vectors). Same value
         and gradients as :func:`~mmgen.features.base.class_mean_matching_loss` on ``self(x)``, up to rounding.
 
         Args:
@@ -420,8 +458,7 @@ class TableMarginals(_TableMap):
         self._check_setup()
         if tuple(x.shape[1:]) != self.input_shape_:
             raise DataError(f"Expected x of shape (N, {', '.join(map(str, self.input_shape_))}). Got {tuple(x.shape)}.")
-        u = self.column_vectors(x.reshape(len(x), -1))
-        c = self.coarse_vectors(u) if self.pairs_ else u
+        u, c = self.weighted_vectors(x.reshape(len(x), -1))
         n_classes, dt, dev = targets.shape[0], u[0].dtype, u[0].device
         flat = torch.cat(u, dim=1)  # (B, ΣF)
         sums = [torch.zeros(n_classes, flat.shape[1], dtype=dt, device=dev).index_add(0, y, flat)]
