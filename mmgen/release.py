@@ -41,9 +41,11 @@ from .features import FeatureMap, default_budget_split, from_spec, statistics
 from .features.base import get_class
 from .features.bundles import expand
 from .files import content_hash, read_safetensors_checked, write_safetensors_atomic  # also mmgen.release's names
-from .features.tabular import TableMarginals
+from .features.ntk import NTKFeatures
+from .features.rff import RandomFourierFeatures
+from .features.tabular import TableMarginals, TableRFF
 from .privacy.bounds import (
-    FRACTION_BITS, check_rounding_budget, fixed_point_class_sums, from_fixed_point, rounding_bound,
+    FRACTION_BITS, NonFiniteFeatures, check_rounding_budget, fixed_point_class_sums, from_fixed_point, rounding_bound,
 )  # fmt: skip
 from .privacy.mechanism import NORM_SLACK
 from .privacy import (
@@ -62,7 +64,8 @@ from .privacy import (
 __all__ = ["Release", "Statistic", "release", "accumulate", "accumulate_fixed_point", "finalize", "FORMAT",
            "FORMAT_VERSION", "DEFAULT_COUNT_WEIGHT"]  # fmt: skip
 
-_CHUNK_ELEMENTS = 1 << 23  # float64 feature values held at once on the release path (64 MiB)
+_CHUNK_ELEMENTS = 1 << 21  # float64 feature values per dense chunk on the release path (16 MiB: kept near the caches)
+_SPARSE_ELEMENTS = 1 << 23  # table-marginals' sparse path: records per chunk from 2 · input_dim values each
 FORMAT = "mmgen.release"
 FORMAT_VERSION = 1
 DEFAULT_COUNT_WEIGHT = 0.3
@@ -412,9 +415,15 @@ def accumulate_fixed_point(
     fixed-point grid and summed as integers (:mod:`mmgen.privacy.bounds`): the
     sums are exact and do not depend on the order or the batching of the
     records, so one record added or removed moves them by that record's row alone.
+    The records are regrouped, across batch boundaries, into chunks of one size per release
+    (at most ``_CHUNK_ELEMENTS`` float64 features, so a chunk's passes stay near the caches);
+    the maps whose features come from matrix products (rff, ntk, table-rff) get every chunk at
+    that size, the last one padded with the domain's lower bound and the padding's features
+    zeroed, so each record's float64 row comes from a product of the same shape wherever the
+    stream puts it (a BLAS picks its kernel, hence its rounding, by the shape).
     For ``table-marginals`` the well-formed rows (every column one-hot, as real encodings are) skip
-    the dense features: their rounded rows are exactly q_t on their cell of each table t, q taken
-    from the dense path itself (:func:`_one_hot_plan`), so their class sums are q_t times integer counts
+    the dense features: their rounded rows are exactly q times the indicator of their cells, q taken
+    from the dense path itself (:func:`_one_hot_plan`), so their class sums are q times integer counts
     (:meth:`~mmgen.features.TableMarginals.cell_counts`), equal to the dense sums bit for bit; any
     other row goes through the dense path.
 
@@ -435,12 +444,40 @@ def accumulate_fixed_point(
     sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.int64) for f in fmaps]
     counts = torch.zeros(n_classes, dtype=torch.int64)
     names = _unique_names(list(fmaps))
-    plans = [_one_hot_plan(f) for f in fmaps]  # q per entry: table-marginals' well-formed rows summed sparsely; else None
-    dense_rows = [max(1, min(4096, _CHUNK_ELEMENTS // max(f.output_dim, 1))) for f in fmaps]  # float64 rows per chunk
-    rows = max(1, min(4096, *(r if q is None else _CHUNK_ELEMENTS // (2 * f.input_dim)
+    plans = [_one_hot_plan(f) for f in fmaps]  # q: table-marginals' well-formed rows are summed sparsely; else None
+    devices = [_device_of(f) for f in fmaps]
+    dense_rows = [_chunk_rows(f.output_dim) for f in fmaps]  # float64 rows per chunk
+    rows = max(1, min(4096, *(r if q is None else _SPARSE_ELEMENTS // (2 * f.input_dim)
                               for f, q, r in zip(fmaps, plans, dense_rows))))  # records per chunk  # fmt: skip
+    padded = [q is None and _pads(f) for f, q in zip(fmaps, plans)]
+    chunks = _Chunks(rows, bounds[0])
     seen = 0
     bar = _progress(progress)
+
+    def add(xc: torch.Tensor, yc: torch.Tensor, n: int) -> None:
+        """Adds the first n records of one chunk (xc, yc hold ``rows`` records, or n when the stream ended early)."""
+        for acc, f, name, q, step, device, pad in zip(sums, fmaps, names, plans, dense_rows, devices, padded):
+            try:
+                if pad:  # every call has the same shape: the rows after the n-th are padding, their features zeroed
+                    phi = f.release_features(xc.to(device))
+                    phi[n:] = 0
+                    acc += fixed_point_class_sums(phi, yc.to(device), n_classes, f.max_norm).cpu()
+                    continue
+                xd, yd = xc[:n].to(device), yc[:n].to(device)
+                if q is not None:  # well-formed rows: q times their cells' counts; the others go dense
+                    ok, cells, bins = f.one_hot_cells(xd)
+                    acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).cpu(), alpha=q)
+                    xd, yd = xd[~ok], yd[~ok]
+                for at in range(0, len(yd), step):
+                    phi = f.release_features(xd[at : at + step])
+                    acc += fixed_point_class_sums(phi, yd[at : at + step], n_classes, f.max_norm).cpu()
+            except NonFiniteFeatures:
+                raise DataError(
+                    f"Statistic {name!r}: the feature map produced NaN or inf for some records, so no "
+                    "release was made (a non-finite value would survive the noise and show its class). "
+                    "Check the map's options and weights."
+                ) from None
+
     try:
         with torch.no_grad(), _closing(bar):
             for xb, yb in stream:
@@ -448,81 +485,124 @@ def accumulate_fixed_point(
                     xb, yb = check_batch(xb, yb, input_shape, n_classes, *bounds, clip, seen)
                 if not len(yb):
                     continue
-                for start in range(0, len(yb), rows):
-                    xc, yc = xb[start : start + rows], yb[start : start + rows]
-                    for acc, f, name, q, step in zip(sums, fmaps, names, plans, dense_rows):
-                        device = _device_of(f)
-                        xd, yd = xc.to(device), yc.to(device)
-                        if q is not None:  # well-formed rows: q times their cells' counts; the others go dense
-                            ok, cells, bins = f.one_hot_cells(xd)
-                            acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).cpu() * q)
-                            xd, yd = xd[~ok], yd[~ok]
-                        for at in range(0, len(yd), step):
-                            phi = f.release_features(xd[at : at + step])
-                            if not bool(torch.isfinite(phi).all()):
-                                raise DataError(
-                                    f"Statistic {name!r}: the feature map produced NaN or inf for some records, so no "
-                                    "release was made (a non-finite value would survive the noise and show its class). "
-                                    "Check the map's options and weights."
-                                )
-                            acc += fixed_point_class_sums(phi, yd[at : at + step], n_classes, f.max_norm).cpu()
-                            del phi
+                for xc, yc, n in chunks.add(xb, yb):
+                    add(xc, yc, n)
                 counts += torch.bincount(yb.cpu(), minlength=n_classes)
                 seen += len(yb)
                 if bar is not None:
                     bar.update(1)
+            for xc, yc, n in chunks.flush():
+                add(xc, yc, n)
     finally:
+        chunks.clear()  # its buffer holds private records
         clear_workspace()  # the kernels' reused buffer holds features of the last private chunk
     return sums, counts
 
 
-def _one_hot_plan(f: FeatureMap) -> torch.Tensor | None:
-    """For ``table-marginals``: per entry of φ, the fixed-point value the dense path gives a well-formed row there.
+def _chunk_rows(dim: int) -> int:
+    """Records per chunk for a map of ``dim`` features: at most _CHUNK_ELEMENTS float64 values, ≤ 4096 records,
+    a multiple of 64 from 64 on (MKL's float64 product ran ~10 % slower on 209 rows than on 192 or 256)."""
+    rows = max(1, min(4096, _CHUNK_ELEMENTS // max(dim, 1)))
+    return rows - rows % 64 if rows >= 64 else rows
 
-    A well-formed record (:meth:`~mmgen.features.TableMarginals.one_hot_cells`) has exactly one nonzero
-    in each of the map's n = K + P tables, and its value there, ``v_t`` (the table's public weight times
-    ``scale_``, a product of the same float64 numbers wherever the nonzero sits), is the same bit for
-    bit for every such record. The dense path (cap in float64, round to the grid,
-    :func:`~mmgen.privacy.bounds.fixed_point_class_sums`) turns it into ``round(v_t·2^FRACTION_BITS / s)``,
-    where ``s = max(1, ‖φ‖/m)`` and the float64 norm, a sum of the same n non-negative squares in
-    whatever order, lies within a relative ``η = (n + 4)·2^-52`` of their exact root. The values q_t are
-    read off the dense path itself on :meth:`~mmgen.features.TableMarginals.canonical_row`; they are
-    used only if every ``round(v_t·2^FRACTION_BITS / s)`` is the same integer for every such s, so every
-    well-formed row's rounded row is exactly ``q_t`` on its cell of table t and the class sums are
-    ``q_t`` times integer counts, equal to the dense path's bit for bit (the sensitivity argument is
-    unchanged). Otherwise (a near-tie at the rounding) None: every row goes dense.
 
-    Returns:
-        (D,) int64 Tensor, ``q_t`` repeated over the entries of table t; or None.
+def _pads(f: FeatureMap) -> bool:
+    """Whether the release path computes f on chunks of one shape only, the last one padded.
+
+    The maps whose float64 features come from matrix products: a BLAS may round a row differently
+    for another number of rows (MKL picks its kernel by the shape), and padding the last chunk
+    gives every record the same product wherever the stream puts it. Not for the others: the
+    elementwise maps need no padding, and a perceptual chunk of padding costs a backbone pass.
+    """
+    return isinstance(f, (RandomFourierFeatures, NTKFeatures, TableRFF))
+
+
+class _Chunks:
+    """Regroups a stream of checked batches into chunks of exactly ``rows`` records, across batch boundaries.
+
+    :meth:`add` yields ``(x, y, n)`` with ``n = rows``: views of the batch where a whole chunk lies in it,
+    else a buffer filled from consecutive batches; :meth:`flush` yields the last, partial chunk, its rows
+    after the n-th set to the public value ``fill`` (the domain's lower bound) with label 0.
+    """
+
+    def __init__(self, rows: int, fill: float):
+        self.rows, self.fill = rows, float(fill)
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.n = 0
+
+    def add(self, xb: torch.Tensor, yb: torch.Tensor):
+        at, total = 0, len(yb)
+        if self.n:  # top up the chunk begun by earlier batches
+            take = min(self.rows - self.n, total)
+            self._put(xb[:take], yb[:take])
+            at = take
+            if self.n == self.rows:
+                self.n = 0
+                yield self.x, self.y, self.rows
+        while total - at >= self.rows:
+            yield xb[at : at + self.rows], yb[at : at + self.rows], self.rows
+            at += self.rows
+        if at < total:
+            self._put(xb[at:], yb[at:])
+
+    def flush(self):
+        if self.n:
+            n, self.n = self.n, 0
+            self.x[n:] = self.fill
+            self.y[n:] = 0
+            yield self.x, self.y, n
+
+    def clear(self) -> None:
+        self.x = self.y = None
+        self.n = 0
+
+    def _put(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.x is None:
+            self.x = torch.empty(self.rows, *x.shape[1:], dtype=x.dtype, device=x.device)
+            self.y = torch.empty(self.rows, dtype=torch.int64, device=x.device)
+        dtype = torch.promote_types(self.x.dtype, x.dtype)
+        if dtype != self.x.dtype or x.device != self.x.device:  # a wider dtype or another device: move what is staged
+            self.x, self.y = self.x.to(device=x.device, dtype=dtype), self.y.to(x.device)
+        self.x[self.n : self.n + len(x)] = x
+        self.y[self.n : self.n + len(y)] = y
+        self.n += len(x)
+
+
+def _one_hot_plan(f: FeatureMap) -> int | None:
+    """For ``table-marginals``: q, the fixed-point value the dense path gives every nonzero of a well-formed row.
+
+    A well-formed record (:meth:`~mmgen.features.TableMarginals.one_hot_cells`) has ``φ = scale_`` on
+    exactly ``n = K + P`` entries, bit for bit, so the dense path (cap in float64, round to the grid,
+    :func:`~mmgen.privacy.bounds.fixed_point_class_sums`) turns it into ``round(v / s)`` on those entries,
+    ``v = scale_·2^FRACTION_BITS``, where ``s = max(1, ‖φ‖/m)`` and the float64 norm lies within a
+    relative ``η = (n + 4)·2^-52`` of ``scale_·√n`` wherever its n equal terms sit. q is computed by the
+    dense path itself on :meth:`~mmgen.features.TableMarginals.canonical_row`; it is used only if
+    ``round(v / s)`` is the same integer for every such s, so every well-formed row's rounded row is
+    exactly ``q`` times its indicator and the class sums are q times integer counts, equal to the
+    dense path's bit for bit (the sensitivity argument is unchanged). Otherwise (a near-tie at the
+    rounding) None: every row goes dense.
 
     Raises:
-        PrivacyError: the dense path's canonical row is not one value per table on the record's cells,
-            or its rounded norm ``2^-FRACTION_BITS·√(Σ q_t²)`` exceeds the bound the sensitivity assumes.
+        PrivacyError: the dense path's rounded canonical row is not q times its indicator, or its
+            norm ``q·2^-FRACTION_BITS·√n`` exceeds the bound the sensitivity assumes.
     """
     if type(f) is not TableMarginals:  # exactly this map: a subclass may change φ
         return None
     device = _device_of(f)
     x0, y0 = f.canonical_row().to(device), torch.zeros(1, dtype=torch.int64, device=device)
     ok, cells, bins = f.one_hot_cells(x0)
-    phi = f.release_features(x0)
-    row = fixed_point_class_sums(phi, y0, 1, f.max_norm)[0].cpu()  # the dense path's rounded row
-    phi, hot = phi[0].cpu(), f.cell_counts(cells, bins, y0, 1)[0].cpu()
-    sizes = f.table_sizes()
-    on = hot == 1
-    if (not bool(ok.all()) or int(hot.max()) != 1 or int(on.sum()) != len(sizes) or not torch.equal(row != 0, on)
-            or not torch.equal(phi != 0, on)):  # fmt: skip
-        raise PrivacyError("table-marginals: the dense path's rounded well-formed row is not one value per table on its cells.")
-    values, q = phi[on].tolist(), row[on]
-    norm = 2.0**-FRACTION_BITS * math.sqrt(math.fsum(float(v) ** 2 for v in q.tolist()))
+    row = fixed_point_class_sums(f.release_features(x0), y0, 1, f.max_norm)[0].cpu()  # the dense path's rounded row
+    hot = f.cell_counts(cells, bins, y0, 1)[0].cpu()
+    q, n = int(row.max()), int(hot.sum())
+    if not bool(ok.all()) or q <= 0 or not torch.equal(row, q * hot):
+        raise PrivacyError("table-marginals: the dense path's rounded well-formed row is not one value on its cells.")
+    norm = q * 2.0**-FRACTION_BITS * math.sqrt(n)
     if norm > f.max_norm * (1 + NORM_SLACK) or norm > f.max_norm + rounding_bound(f.output_dim):
         raise PrivacyError(f"table-marginals: a well-formed row's rounded norm {norm!r} exceeds the sensitivity's bound.")
-    exact, eta = math.sqrt(math.fsum(v * v for v in values)), (len(values) + 4) * 2.0**-52
+    v, exact, eta = f.scale_ * 2.0**FRACTION_BITS, f.scale_ * math.sqrt(n), (n + 4) * 2.0**-52
     lo, hi = (max(1.0, exact * (1 + e) / f.max_norm) for e in (-eta, eta))  # the cap factors the float norm allows
-    for v, qt in zip(values, q.tolist()):
-        t = v * 2.0**FRACTION_BITS
-        if not round(t / hi) == round(t / lo) == qt:
-            return None
-    return torch.repeat_interleave(q, torch.tensor(sizes))
+    return q if round(v / hi) == round(v / lo) == q else None
 
 
 def finalize(

@@ -59,7 +59,7 @@ import math
 import torch
 
 from ..config import Config
-from ..errors import MMGenError
+from ..errors import DataError, MMGenError
 from .base import FeatureMap, register
 
 __all__ = [
@@ -165,8 +165,50 @@ class HermiteProductConfig(Config):
             )
 
 
+def _release_hermite_features(u: torch.Tensor, order: int, rho: float) -> torch.Tensor:
+    """h(u) in float64 for the release path: the values of :meth:`_HermiteBase.coordinate_features`, bit for bit.
+
+    The same operations in the same order (:func:`hermite_functions`, the weights ρ^{n/2}, the norm
+    over the last axis), with fewer copies: each ψ_n is written into one order-major buffer, which a
+    single transposing copy turns into the (…, K + 1) layout the norm reduces over.
+
+    Args:
+        u ((...) float64 Tensor): values in [−1, 1].
+        order: K.
+        rho: ρ.
+
+    Returns:
+        (..., K + 1) float64 Tensor of rows of norm 1.
+    """
+    flat = u.reshape(-1)
+    buf = torch.empty(order + 1, len(flat), dtype=torch.float64, device=u.device)  # (K+1, M): ψ_n in row n
+    tmp = torch.empty_like(flat)
+    torch.mul(flat, -0.5, out=tmp).mul_(flat).exp_()
+    torch.mul(tmp, math.pi**-0.25, out=buf[0])  # ψ_0 = π^{-1/4} e^{−u²/2}
+    if order >= 1:
+        torch.mul(flat, math.sqrt(2.0), out=tmp).mul_(buf[0])
+        buf[1].copy_(tmp)  # ψ_1 = √2 u ψ_0
+    for n in range(1, order):  # ψ_{n+1} = sqrt(2/(n+1)) u ψ_n − sqrt(n/(n+1)) ψ_{n−1}
+        torch.mul(flat, math.sqrt(2.0 / (n + 1)), out=tmp).mul_(buf[n])
+        torch.sub(tmp, buf[n - 1].mul(math.sqrt(n / (n + 1))), out=buf[n + 1])
+    for n in range(order + 1):
+        buf[n].mul_(rho ** (n / 2))  # the weights ρ^{n/2}
+    h = buf.t().contiguous().reshape(*u.shape, order + 1)  # (..., K+1)
+    # the n = 0 term alone is ≥ π^{-1/4} e^{-1/2} ≈ 0.456 on [−1, 1]; the clamp only guards rounding
+    return h.div_(h.norm(dim=-1, keepdim=True).clamp_(min=1e-12))
+
+
 class _HermiteBase(FeatureMap):
     max_norm = 1.0
+
+    def _release_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_unit` of the records in float64, flattened to (N, d), after the shape check of :meth:`forward`."""
+        self._check_setup()
+        if tuple(x.shape[1:]) != self.input_shape_:
+            raise DataError(
+                f"Expected x of shape (N, {', '.join(map(str, self.input_shape_))}). Got {tuple(x.shape)}."
+            )
+        return self._unit(x.reshape(len(x), -1).to(torch.float64))
 
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
         """Maps the declared domain to [−1, 1] (public affine map)."""
@@ -211,6 +253,12 @@ class HermiteSumFeatures(_HermiteBase):
         h = self.coordinate_features(self._unit(x))  # (N, d, K+1)
         return h.reshape(len(x), -1) / math.sqrt(x.shape[1])
 
+    def release_features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) in float64: the values of :meth:`forward` in float64, bit for bit, computed in place."""
+        u = self._release_unit(x)  # (N, d)
+        h = _release_hermite_features(u, self.config.order, self.config.rho)  # (N, d, K+1)
+        return h.reshape(len(x), -1).div_(math.sqrt(u.shape[1]))
+
 
 @register
 class HermiteProductFeatures(_HermiteBase):
@@ -248,3 +296,14 @@ class HermiteProductFeatures(_HermiteBase):
         for j in range(1, s):
             out = (out[..., :, None] * h[:, :, j, None, :]).reshape(n, m, -1)  # (N, m, (K+1)^j) ⊗ (K+1)
         return out.reshape(n, -1) / math.sqrt(m)
+
+    def release_features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) in float64: the values of :meth:`forward` in float64, bit for bit, with fewer copies."""
+        u = self._release_unit(x)  # (N, d)
+        n = len(u)
+        m, s = self.subsets_.shape
+        h = _release_hermite_features(u[:, self.subsets_], self.config.order, self.config.rho)  # (N, m, s, K+1)
+        out = h[:, :, 0, :]
+        for j in range(1, s):
+            out = (out[..., :, None] * h[:, :, j, None, :]).reshape(n, m, -1)  # (N, m, (K+1)^j) ⊗ (K+1)
+        return out.reshape(n, -1).div_(math.sqrt(m))

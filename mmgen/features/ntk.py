@@ -115,6 +115,9 @@ class NTKFeatures(FeatureMap):
         Returns:
             (N, n_outputs · P) Tensor, output-major (row o holds ∂f_o/∂θ in ``named_parameters`` order).
         """
+        return self._jacobian(u, network, self.config.chunk_size)
+
+    def _jacobian(self, u: torch.Tensor, network: nn.Module | None, chunk_size: int | None) -> torch.Tensor:
         from torch.func import functional_call, jacrev, vmap
 
         network = self.network_ if network is None else network
@@ -123,12 +126,18 @@ class NTKFeatures(FeatureMap):
         def f(p, xi):  # one record (d,) -> (n_outputs,)
             return functional_call(network, p, (xi[None],))[0]
 
-        jac = vmap(jacrev(f), in_dims=(None, 0), chunk_size=self.config.chunk_size)(params, u)
+        jac = vmap(jacrev(f), in_dims=(None, 0), chunk_size=chunk_size)(params, u)
         # each value (N, n_outputs, *param.shape) -> (N, n_outputs, numel), concatenated over parameters
         return torch.cat([j.reshape(len(u), self.config.n_outputs, -1) for j in jac.values()], dim=2).reshape(len(u), -1)
 
     def release_features(self, x: torch.Tensor) -> torch.Tensor:
-        """φ(x) from a float64 copy of the network (the release path; see :meth:`FeatureMap.release_features`)."""
+        """φ(x) from a float64 copy of the network (the release path; see :meth:`FeatureMap.release_features`).
+
+        The values of :meth:`_features` on that copy, bit for bit, with fewer copies: a chunk of at
+        most ``chunk_size`` records is one vmapped call (vmap's chunking would copy every
+        Jacobian once more to join its chunks; the products are the same), and the rows are
+        normalised in place.
+        """
         self._check_setup()
         net = self.__dict__.get("_network64")
         device = next(self.network_.parameters()).device
@@ -137,7 +146,12 @@ class NTKFeatures(FeatureMap):
 
             net = copy.deepcopy(self.network_).to(torch.float64)
             self.__dict__["_network64"] = net  # not a submodule: no effect on state_dict or .to()
-        return self._features(x.reshape(len(x), -1).to(torch.float64), network=net)
+        low, high = self.bounds_
+        u = (2.0 * x.reshape(len(x), -1).to(torch.float64) - (low + high)) / (high - low)
+        chunk = self.config.chunk_size
+        g = self._jacobian(u, net, None if len(u) <= chunk else chunk)  # (N, D) float64, a fresh tensor
+        # ‖g‖ ≥ sqrt(n_outputs) (last-layer bias); the clamp only guards rounding
+        return g.div_(g.norm(dim=1, keepdim=True).clamp(min=1e-12))
 
     def _features(self, x: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
         low, high = self.bounds_

@@ -20,6 +20,9 @@ therefore trusts neither:
    across chunks — so the sums are independent of the order and the batching of
    the records, and adding or removing one record changes them by exactly that
    record's rounded row. No overflow while every class holds fewer than ``2^31`` records.
+   The same pass refuses a row holding NaN or inf (:class:`NonFiniteFeatures`): such a
+   row's float64 norm is NaN or inf, so only the rare chunk with a non-finite norm is
+   searched entry by entry.
 4. **Convert once** (:func:`from_fixed_point`): the int64 totals become float64
    with a relative rounding of at most 2⁻⁵³ per coordinate, i.e. at most
    ``2⁻⁵³·N`` in L2 for N records (below 2.4e-7 for N < 2^31).
@@ -35,7 +38,10 @@ may round one row differently depending on the other rows of the batch. In
 float64 such differences are of order 1e-16 per coordinate, far below half a
 grid step (1.2e-10), so the rounded rows almost never differ; the tests put a
 canary at the front of the data (every later batch shifts) and check that the
-sums move by no more than the sensitivity.
+sums move by no more than the sensitivity. The release path
+(:func:`mmgen.release.accumulate_fixed_point`) narrows this further: the maps
+built on matrix products get chunks of one shape only, the last one padded, so
+the product that computes a record's row has the same shape wherever it sits.
 """
 
 from __future__ import annotations
@@ -44,16 +50,20 @@ import math
 
 import torch
 
-from ..errors import PrivacyError
+from ..errors import DataError, PrivacyError
 
 __all__ = [
     "FRACTION_BITS", "cap_norms", "fixed_point", "fixed_point_class_sums", "from_fixed_point",
-    "check_rounding_budget", "rounding_bound",
+    "check_rounding_budget", "rounding_bound", "NonFiniteFeatures",
 ]  # fmt: skip
 
 FRACTION_BITS = 32
 _ROUNDING_BUDGET = 1e-6  # of NORM_SLACK = 1e-5: what per-record rounding may add to a record's norm
 _MAX_RECORDS = 2**31
+
+
+class NonFiniteFeatures(DataError):
+    """A feature row holds NaN or inf; :func:`fixed_point_class_sums` refuses it before anything is summed."""
 
 
 def cap_norms(phi: torch.Tensor, max_norm: float = 1.0) -> torch.Tensor:
@@ -105,16 +115,38 @@ def fixed_point(phi: torch.Tensor, max_norm: float = 1.0) -> torch.Tensor:
     return _scaled_grid_rows(phi.to(torch.float64, copy=True), max_norm).to(torch.int64)
 
 
-def _scaled_grid_rows(phi: torch.Tensor, max_norm: float) -> torch.Tensor:
-    """In place on a float64 (N, D) tensor: cap each row, scale by 2^FRACTION_BITS, round to integers."""
+def _scaled_grid_rows(phi: torch.Tensor, max_norm: float, *, refuse_non_finite: bool = False) -> torch.Tensor:
+    """In place on a float64 (N, D) tensor: cap each row, scale by 2^FRACTION_BITS, round to integers.
+
+    Computes, bit for bit, ``round(phi / max(1, ‖phi_i‖/m) · 2^FRACTION_BITS)`` row by row, as one
+    broadcast division would, but divides only the rows whose factor is not 1 (dividing by exactly
+    1.0 changes no bit, NaN and inf included): a float64 row that a map normalised to norm 1 comes
+    out with a norm a few units of 2⁻⁵² on either side of 1, so only some rows need the division.
+
+    Args:
+        phi ((N, D) float64 Tensor): overwritten with the rounded rows.
+        max_norm: m.
+        refuse_non_finite: raise :class:`NonFiniteFeatures` if a row holds NaN or inf (its norm is
+            then NaN or inf; the entries themselves are searched only in that case).
+    """
     if not 0 < max_norm <= 1:
         raise PrivacyError(f"`max_norm` must be in (0, 1]. Got {max_norm!r}.")
-    scale = (torch.linalg.vector_norm(phi, dim=1) / max_norm).clamp_(min=1.0)  # (N,) float64 norms, capped below at 1
-    phi.div_(scale[:, None]).mul_(2.0**FRACTION_BITS)  # multiplying by a power of two is exact
+    scale = torch.linalg.vector_norm(phi, dim=1).div_(max_norm)  # (N,) float64 norms / m, as the broadcast cap has them
+    if refuse_non_finite and not bool(torch.isfinite(scale).all()) and not bool(torch.isfinite(phi).all()):
+        raise NonFiniteFeatures("The feature map produced NaN or inf for some records.")
+    capped = (~(scale <= 1.0)).nonzero().flatten()  # rows whose factor max(1, scale) is not 1 (NaN included)
+    n, dim = phi.shape
+    if phi.device.type == "cpu" and len(capped) * (dim + _ROW_CALL) < n * dim:  # the same quotients, capped rows only
+        for i in capped.tolist():
+            phi[i].div_(scale[i])
+    elif len(capped):
+        phi.div_(scale.clamp_(min=1.0)[:, None])
+    phi.mul_(2.0**FRACTION_BITS)  # multiplying by a power of two is exact
     return phi.round_()
 
 
 _MAX_CHUNK = 1 << 20  # records per exact float64 one-hot product (integers ≤ 2^32 · 2^20 < 2^53)
+_ROW_CALL = 4096  # the cost of one call on a row, in divided entries: capped rows go one by one while that is cheaper
 
 
 def fixed_point_class_sums(phi: torch.Tensor, y: torch.Tensor, n_classes: int, max_norm: float = 1.0) -> torch.Tensor:
@@ -134,15 +166,19 @@ def fixed_point_class_sums(phi: torch.Tensor, y: torch.Tensor, n_classes: int, m
 
     Returns:
         (C, D) int64 Tensor (add the sums of several batches as integers; see :func:`from_fixed_point`).
+
+    Raises:
+        NonFiniteFeatures: a row of ``phi`` holds NaN or inf (nothing is summed).
     """
-    out = torch.zeros(n_classes, phi.shape[1], dtype=torch.int64, device=phi.device)
+    out = None
     for start in range(0, len(phi), _MAX_CHUNK):
-        rows = _scaled_grid_rows(phi[start : start + _MAX_CHUNK].to(torch.float64), max_norm)
+        rows = _scaled_grid_rows(phi[start : start + _MAX_CHUNK].to(torch.float64), max_norm, refuse_non_finite=True)
         labels = y[start : start + _MAX_CHUNK].to(rows.device)
         onehot = torch.zeros(n_classes, len(rows), dtype=torch.float64, device=rows.device)
         onehot[labels, torch.arange(len(rows), device=rows.device)] = 1.0  # (C, n) one-hot of the labels
-        out += (onehot @ rows).to(torch.int64)  # (C, n) @ (n, D) -> (C, D): exact integer sums
-    return out
+        part = (onehot @ rows).to(torch.int64)  # (C, n) @ (n, D) -> (C, D): exact integer sums
+        out = part if out is None else out.add_(part)
+    return torch.zeros(n_classes, phi.shape[1], dtype=torch.int64, device=phi.device) if out is None else out
 
 
 def from_fixed_point(sums: torch.Tensor) -> torch.Tensor:
