@@ -422,8 +422,8 @@ def accumulate_fixed_point(
     zeroed, so each record's float64 row comes from a product of the same shape wherever the
     stream puts it (a BLAS picks its kernel, hence its rounding, by the shape).
     For ``table-marginals`` the well-formed rows (every column one-hot, as real encodings are) skip
-    the dense features: their rounded rows are exactly q times the indicator of their cells, q taken
-    from the dense path itself (:func:`_one_hot_plan`), so their class sums are q times integer counts
+    the dense features: their rounded rows are exactly q_t on their cell of each table t, q taken
+    from the dense path itself (:func:`_one_hot_plan`), so their class sums are q_t times integer counts
     (:meth:`~mmgen.features.TableMarginals.cell_counts`), equal to the dense sums bit for bit; any
     other row goes through the dense path.
 
@@ -444,7 +444,7 @@ def accumulate_fixed_point(
     sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.int64) for f in fmaps]
     counts = torch.zeros(n_classes, dtype=torch.int64)
     names = _unique_names(list(fmaps))
-    plans = [_one_hot_plan(f) for f in fmaps]  # q: table-marginals' well-formed rows are summed sparsely; else None
+    plans = [_one_hot_plan(f) for f in fmaps]  # q per entry: table-marginals' well-formed rows summed sparsely; else None
     devices = [_device_of(f) for f in fmaps]
     dense_rows = [_chunk_rows(f.output_dim) for f in fmaps]  # float64 rows per chunk
     rows = max(1, min(4096, *(r if q is None else _SPARSE_ELEMENTS // (2 * f.input_dim)
@@ -466,7 +466,7 @@ def accumulate_fixed_point(
                 xd, yd = xc[:n].to(device), yc[:n].to(device)
                 if q is not None:  # well-formed rows: q times their cells' counts; the others go dense
                     ok, cells, bins = f.one_hot_cells(xd)
-                    acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).cpu(), alpha=q)
+                    acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).cpu() * q)
                     xd, yd = xd[~ok], yd[~ok]
                 for at in range(0, len(yd), step):
                     phi = f.release_features(xd[at : at + step])
@@ -569,40 +569,53 @@ class _Chunks:
         self.n += len(x)
 
 
-def _one_hot_plan(f: FeatureMap) -> int | None:
-    """For ``table-marginals``: q, the fixed-point value the dense path gives every nonzero of a well-formed row.
+def _one_hot_plan(f: FeatureMap) -> torch.Tensor | None:
+    """For ``table-marginals``: per entry of φ, the fixed-point value the dense path gives a well-formed row there.
 
-    A well-formed record (:meth:`~mmgen.features.TableMarginals.one_hot_cells`) has ``φ = scale_`` on
-    exactly ``n = K + P`` entries, bit for bit, so the dense path (cap in float64, round to the grid,
-    :func:`~mmgen.privacy.bounds.fixed_point_class_sums`) turns it into ``round(v / s)`` on those entries,
-    ``v = scale_·2^FRACTION_BITS``, where ``s = max(1, ‖φ‖/m)`` and the float64 norm lies within a
-    relative ``η = (n + 4)·2^-52`` of ``scale_·√n`` wherever its n equal terms sit. q is computed by the
-    dense path itself on :meth:`~mmgen.features.TableMarginals.canonical_row`; it is used only if
-    ``round(v / s)`` is the same integer for every such s, so every well-formed row's rounded row is
-    exactly ``q`` times its indicator and the class sums are q times integer counts, equal to the
-    dense path's bit for bit (the sensitivity argument is unchanged). Otherwise (a near-tie at the
-    rounding) None: every row goes dense.
+    A well-formed record (:meth:`~mmgen.features.TableMarginals.one_hot_cells`) has exactly one nonzero
+    in each of the map's n = K + P tables, and its value there, ``v_t`` (the table's public weight times
+    ``scale_``, a product of the same float64 numbers wherever the nonzero sits), is the same bit for
+    bit for every such record. The dense path (cap in float64, round to the grid,
+    :func:`~mmgen.privacy.bounds.fixed_point_class_sums`) turns it into ``round(v_t·2^FRACTION_BITS / s)``,
+    where ``s = max(1, ‖φ‖/m)`` and the float64 norm, a sum of the same n non-negative squares in
+    whatever order, lies within a relative ``η = (n + 4)·2^-52`` of their exact root. The values q_t are
+    read off the dense path itself on :meth:`~mmgen.features.TableMarginals.canonical_row`; they are
+    used only if every ``round(v_t·2^FRACTION_BITS / s)`` is the same integer for every such s, so every
+    well-formed row's rounded row is exactly ``q_t`` on its cell of table t and the class sums are
+    ``q_t`` times integer counts, equal to the dense path's bit for bit (the sensitivity argument is
+    unchanged). Otherwise (a near-tie at the rounding) None: every row goes dense.
+
+    Returns:
+        (D,) int64 Tensor, ``q_t`` repeated over the entries of table t; or None.
 
     Raises:
-        PrivacyError: the dense path's rounded canonical row is not q times its indicator, or its
-            norm ``q·2^-FRACTION_BITS·√n`` exceeds the bound the sensitivity assumes.
+        PrivacyError: the dense path's canonical row is not one value per table on the record's cells,
+            or its rounded norm ``2^-FRACTION_BITS·√(Σ q_t²)`` exceeds the bound the sensitivity assumes.
     """
     if type(f) is not TableMarginals:  # exactly this map: a subclass may change φ
         return None
     device = _device_of(f)
     x0, y0 = f.canonical_row().to(device), torch.zeros(1, dtype=torch.int64, device=device)
     ok, cells, bins = f.one_hot_cells(x0)
-    row = fixed_point_class_sums(f.release_features(x0), y0, 1, f.max_norm)[0].cpu()  # the dense path's rounded row
-    hot = f.cell_counts(cells, bins, y0, 1)[0].cpu()
-    q, n = int(row.max()), int(hot.sum())
-    if not bool(ok.all()) or q <= 0 or not torch.equal(row, q * hot):
-        raise PrivacyError("table-marginals: the dense path's rounded well-formed row is not one value on its cells.")
-    norm = q * 2.0**-FRACTION_BITS * math.sqrt(n)
+    phi = f.release_features(x0)
+    row = fixed_point_class_sums(phi, y0, 1, f.max_norm)[0].cpu()  # the dense path's rounded row
+    phi, hot = phi[0].cpu(), f.cell_counts(cells, bins, y0, 1)[0].cpu()
+    sizes = f.table_sizes()
+    on = hot == 1
+    if (not bool(ok.all()) or int(hot.max()) != 1 or int(on.sum()) != len(sizes) or not torch.equal(row != 0, on)
+            or not torch.equal(phi != 0, on)):  # fmt: skip
+        raise PrivacyError("table-marginals: the dense path's rounded well-formed row is not one value per table on its cells.")
+    values, q = phi[on].tolist(), row[on]
+    norm = 2.0**-FRACTION_BITS * math.sqrt(math.fsum(float(v) ** 2 for v in q.tolist()))
     if norm > f.max_norm * (1 + NORM_SLACK) or norm > f.max_norm + rounding_bound(f.output_dim):
         raise PrivacyError(f"table-marginals: a well-formed row's rounded norm {norm!r} exceeds the sensitivity's bound.")
-    v, exact, eta = f.scale_ * 2.0**FRACTION_BITS, f.scale_ * math.sqrt(n), (n + 4) * 2.0**-52
+    exact, eta = math.sqrt(math.fsum(v * v for v in values)), (len(values) + 4) * 2.0**-52
     lo, hi = (max(1.0, exact * (1 + e) / f.max_norm) for e in (-eta, eta))  # the cap factors the float norm allows
-    return q if round(v / hi) == round(v / lo) == q else None
+    for v, qt in zip(values, q.tolist()):
+        t = v * 2.0**FRACTION_BITS
+        if not round(t / hi) == round(t / lo) == qt:
+            return None
+    return torch.repeat_interleave(q, torch.tensor(sizes))
 
 
 def finalize(
