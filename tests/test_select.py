@@ -183,3 +183,18 @@ def test_class_sizes_are_the_largest_remainder_rounding_of_the_noisy_proportions
         want = exact.floor().long()
         want[torch.argsort(exact - want, descending=True)[: n - int(want.sum())]] += 1
         assert torch.equal(torch.bincount(y, minlength=rel.n_classes), want) and len(y) == n
+
+
+def test_rounds_toward_the_corrected_target_beat_independent_blocks(slid_fit, monkeypatch):
+    """Blocks herded in rounds, each toward the target corrected for the rows picked before, match the release
+    better than the same blocks herded independently (the union's error, not each block's)."""
+    rel, trained = slid_fit
+    f, m = rel.feature_map(), rel.mean_embeddings()
+
+    def error(x, y):
+        return sum(embedding_error(f, x[y == c], m[c]) for c in y.unique().tolist())
+
+    rounds = error(*select_herding(trained, rel, 800, pool=2, seed=1, block=100))
+    monkeypatch.setattr(select_module, "ROUNDS", 1)
+    independent = error(*select_herding(trained, rel, 800, pool=2, seed=1, block=100))
+    assert rounds < 0.95 * independent, (rounds, independent)  # measured 0.040 vs 0.046
