@@ -148,7 +148,7 @@ def _reference_accumulate(fmap, x, y, n_classes, rows, pad):
 @pytest.mark.parametrize("name", sorted(MAPS))
 @pytest.mark.parametrize("rows", [32, 64])
 def test_release_sums_equal_the_reference_for_every_batching(name, rows, monkeypatch):
-    monkeypatch.setattr(release_module, "_chunk_rows", lambda dim: rows)
+    monkeypatch.setattr(release_module, "_chunk_rows", lambda dim, device=None: rows)
     gen = torch.Generator().manual_seed(rows)
     x, y = _images(150, gen)  # 150 records: chunks of `rows` across batch boundaries, a partial last chunk
     fmap = create(name, input_shape=(1, 8, 8), **MAPS[name])
@@ -190,7 +190,7 @@ def test_table_maps_dense_path_equals_the_reference():
 def test_front_canary_moves_product_maps_by_the_row_it_has_alone(name, monkeypatch):
     """With one chunk shape, a record's row is the same wherever the stream puts it: the sums with a
     canary in front minus those without are, bit for bit, the sums of the canary released alone."""
-    monkeypatch.setattr(release_module, "_chunk_rows", lambda dim: 64)
+    monkeypatch.setattr(release_module, "_chunk_rows", lambda dim, device=None: 64)
     gen = torch.Generator().manual_seed(11)
     x, y = _images(200, gen)
     canary, label = torch.ones(1, 1, 8, 8), torch.tensor([2])
@@ -282,3 +282,4 @@ def test_which_maps_are_padded():
     assert pads == {"rff": True, "ntk": True, "hermite": False, "hermite-product": False}
     assert release_module._chunk_rows(10_000) == 192 and release_module._chunk_rows(50_305) == 41
     assert release_module._chunk_rows(1) == 4096 and release_module._chunk_rows(10**8) == 1
+    assert release_module._chunk_rows(10_000, torch.device("cuda")) == 832  # larger chunks where launches cost more
