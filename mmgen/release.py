@@ -604,7 +604,7 @@ def _one_hot_plan(f: FeatureMap) -> torch.Tensor | None:
     x0, y0 = f.canonical_row().to(device), torch.zeros(1, dtype=torch.int64, device=device)
     ok, cells, bins = f.one_hot_cells(x0)
     phi = f.release_features(x0)
-    row = fixed_point_class_sums(phi, y0, 1, f.max_norm)[0].cpu()  # the dense path's rounded row
+    row = fixed_point_class_sums(phi.clone(), y0, 1, f.max_norm)[0].cpu()  # the dense path's rounded row (it works in place)
     phi, hot = phi[0].cpu(), f.cell_counts(cells, bins, y0, 1)[0].cpu()
     sizes = f.table_sizes()
     on = hot == 1
