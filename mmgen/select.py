@@ -327,12 +327,13 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
         count = -(-nc // block)
         rounds = min(count, ROUNDS)
         jobs += [(c, nc // count + (i < nc % count), i * rounds // count) for i in range(count)]
+    scaled = _stat_scales(fmaps, weights)
     prepared = []  # per block: (class, rows, round, pool x, labels, parts, features, target)
     for c, nc, r in jobs:
         m = pool * nc
         labels = torch.full((m,), c, dtype=torch.long)
         x = trained.generator.sample(labels, generator=gen)
-        parts, feats, tgt = [], [], []
+        parts, tgt = [], []
         for w, f, mt in zip(weights, fmaps, targets):
             codes = _table_codes(f, x) if getattr(f, "name", "") == "table-marginals" else None
             if codes is not None:
@@ -340,11 +341,10 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
             else:
                 phi = torch.cat([f(x[a : a + chunk].to(torch.float64)).to(torch.float64) for a in range(0, m, chunk)])
                 parts.append(("dense", w, phi))
-            feats.append((f, math.sqrt(w)))
             tgt.append(math.sqrt(w) * mt[c])
 
-        def features(a, b, feats=feats, x=x):
-            return torch.cat([s * f(x[a:b].to(torch.float64)).to(torch.float64) for f, s in feats], dim=1)
+        def features(a, b, x=x):
+            return torch.cat([s * f(x[a:b].to(torch.float64)).to(torch.float64) for f, s in scaled], dim=1)
 
         prepared.append((c, nc, r, x, labels, parts, features, torch.cat(tgt)))
     picks: dict[int, torch.Tensor] = {}
@@ -386,8 +386,8 @@ def select_herding(trained, release, n: int, *, pool: int = 2, seed: int | None 
         for i in blocks:  # what this round picked, for the next round's correction
             c, _, _, x, _, _, features, _ = prepared[i]
             sub = x[picks[i]]
-            s_sum = sum(torch.cat([sc * f(sub[a : a + chunk].to(torch.float64)).to(torch.float64) for f, sc in
-                                   _stat_scales(fmaps, weights)], dim=1).sum(dim=0) for a in range(0, len(sub), chunk))  # fmt: skip
+            s_sum = sum(torch.cat([sc * f(sub[a : a + chunk].to(torch.float64)).to(torch.float64) for f, sc in scaled],
+                                  dim=1).sum(dim=0) for a in range(0, len(sub), chunk))  # fmt: skip
             t, total = done.get(c, (0, None))
             done[c] = (t + len(sub), s_sum if total is None else total + s_sum)
     if progress:

@@ -227,8 +227,7 @@ def private_knots(
         t = knots_from_cdf(cdf_from_tree(noisy[j, : width - 1], grid), bins)
         values = np.asarray(c.unscale_raw(t), dtype=np.float64)
         values[0], values[-1] = c.low, c.high
-        keep = np.concatenate([[True], np.diff(values) > 0])  # float rounding could merge two knots
-        values = values[keep] if values[-1] > values[-2] else np.concatenate([values[keep][:-1], [c.high]])
+        values = np.unique(values)  # float rounding could merge two knots; still from low to high
         note = (f"knots: private discretisation (noisy {grid}-cell histogram on the declared "
                 f"{'log ' if c.transform == 'log' else ''}axis, epsilon={epsilon:g}, delta={delta:g}, {neighbouring})")  # fmt: skip
         description = f"{c.description}; {note}" if c.description else note
