@@ -17,12 +17,21 @@ generator (``--generators``: ``conv``, ``resnet``) and each fit length (``--leng
 
 Reading: a low ceiling means the statistic cannot say more; a ceiling the fit does not reach at
 ε = 10 means the generator or the optimisation. Writes ``docs/results/image_ceiling.json``, a
-plot beside it and its section of ``docs/benchmarks.md`` (``--quick``: ``out/`` only).
+plot beside it (``.png``: accuracy against ε, the ceiling as a line) and its section of
+``docs/benchmarks.md`` (``--quick``, or ``--json`` elsewhere: that file only, no section).
+
+Invocations **merge**: a run keeps the rows already in the JSON file (same data, fit and
+validation sizes) and replaces only those it measures again (same spec, generator, length, ε
+and seed), so the grid can be filled slice by slice. Each row records its torch threads, the
+1-minute load average before and after its fit (other work on the machine) and when it ran.
+Text in the Markdown section from a line starting ``Reading`` (or ``**Reading``) onwards is kept
+when the section is rewritten.
 
 Usage::
 
     python benchmarks/image_ceiling.py --quick                     # smoke test, a few minutes on 2 cores
     python benchmarks/image_ceiling.py --specs rff --generators conv --lengths 1,4   # a CPU slice
+    python benchmarks/image_ceiling.py --specs rff --epsilons 10 --first-seed 1      # add a second seed
     python benchmarks/image_ceiling.py --device cuda               # the whole grid on a GPU
 """
 
@@ -36,6 +45,7 @@ import os
 import platform
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -55,9 +65,12 @@ DELTA = 1e-5
 NEIGHBOURING = "add-remove"
 CEILING_EPSILON = 1e7
 HEADING = "## Where image quality is lost: noise-free ceilings — `benchmarks/image_ceiling.py`"
+DEFAULT_JSON = ROOT / "docs/results/image_ceiling.json"
 SPECS = ["rff", "hermite", "ntk", "perceptual-first", "perceptual", "rff+perceptual-first"]
 MAP_OPTIONS = {"rff": {"n_features": 5000}, "ntk": {"width": 32}}  # the rest: library defaults
 VALIDATION = 1 / 6  # of the training records, held out by a per-record hash
+KEY = ("spec", "generator", "length", "epsilon", "seed")  # a row's identity when runs merge
+SAME_RUN = ("data", "evaluated_on", "n_fit", "n_validation", "delta", "neighbouring", "ceiling_epsilon")
 
 
 def _eps(label: str) -> float:
@@ -72,6 +85,54 @@ def _spec_maps(spec: str, ds):
     if options:
         fmaps = statistics(names, input_shape=ds.input_shape, bounds=(ds.low, ds.high), options=options)
     return fmaps, default_budget_split(names)
+
+
+def _key(row: dict) -> tuple:
+    return tuple(float(row[k]) if k == "length" else row[k] for k in KEY)
+
+
+def _threads_of(machine: str):
+    """The torch thread count in an older file's ``machine`` line (rows before per-row threads)."""
+    tail = machine.split("torch threads ")[-1] if "torch threads " in machine else ""
+    digits = tail.split(",")[0].strip()
+    return int(digits) if digits.isdigit() else None
+
+
+def load_previous(path: Path, out: dict) -> list:
+    """The rows of an earlier run in ``path`` that this run may keep (same data and split), else ``[]``.
+
+    Rows written before rows carried their own machine fields get them from the file's header.
+    """
+    if not path.exists():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        print(f"warning: {path} is not JSON; starting a new file", flush=True)
+        return []
+    differ = [k for k in SAME_RUN if old.get(k) != out.get(k)]
+    if differ:
+        print(f"warning: {path} was made with other {', '.join(differ)}; its rows are dropped", flush=True)
+        return []
+    rows = []
+    for r in old.get("results", []):
+        r = dict(r)
+        r.setdefault("machine", old.get("machine"))
+        r.setdefault("threads", _threads_of(old.get("machine", "")))
+        r.setdefault("n_syn", old.get("n_syn"))
+        rows.append(r)
+    return rows
+
+
+def merge(previous: list, new: list) -> list:
+    """``previous`` with each row that ``new`` measures again replaced in place, then ``new``'s other rows."""
+    fresh = {_key(r): r for r in new}
+    merged = [fresh.pop(_key(r), r) for r in previous]
+    return merged + [r for r in new if _key(r) in fresh]
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
 
 
 def run(args) -> dict:
@@ -89,8 +150,11 @@ def run(args) -> dict:
         f"torch threads {args.threads}" + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
         "torch": torch.__version__, "results": [],
     }  # fmt: skip
-    json_path = ROOT / ("out/image_ceiling-quick.json" if args.quick else "docs/results/image_ceiling.json")
+    machine = out["machine"]
+    json_path = Path(args.json) if args.json else ROOT / ("out/image_ceiling-quick.json" if args.quick else DEFAULT_JSON)
     json_path.parent.mkdir(parents=True, exist_ok=True)
+    previous, new = load_previous(json_path, out), []
+    out["machine"] = "per row (`machine`, `threads`, `load_before`/`load_after`)"
     cache: dict = {}
     schema = {"name": ds.name, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes, "low": ds.low,
               "high": ds.high, "clip": False}  # fmt: skip
@@ -102,19 +166,20 @@ def run(args) -> dict:
         t_sums = time.perf_counter() - t0
         print(f"{spec}: exact sums of {len(ds.y_train):,} records in {t_sums:.1f} s", flush=True)
         for label in args.epsilons.split(","):
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 rel = finalize(sums, counts, fmaps, epsilon=_eps(label), delta=DELTA, neighbouring=NEIGHBOURING,
                                budget_split=split, count_weight=DEFAULT_COUNT_WEIGHT, noise_seed=7919 * seed + 17,
                                schema=schema)  # fmt: skip
                 for gen_name in args.generators.split(","):
                     for length in [float(v) for v in args.lengths.split(",")]:
                         epochs = max(1, round(args.epochs * length))
+                        started, load_before = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ"), _load()
                         t0 = time.perf_counter()
                         torch.manual_seed(seed)
                         gen = mmgen.generators.for_release(rel, gen_name, width=args.width)
                         trained = mmgen.fit(gen, rel, epochs=epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                                             seed=seed, device=str(device), progress=False)  # fmt: skip
-                        t_fit = time.perf_counter() - t0
+                        t_fit, load_after = time.perf_counter() - t0, _load()
                         x, y = trained.sample(args.n_syn, seed=seed)
                         t0 = time.perf_counter()
                         rep = evaluate(x.cpu(), y.cpu(), ds, metrics="lr,cnn", seed=seed, cache=cache,
@@ -123,14 +188,64 @@ def run(args) -> dict:
                                "steps": epochs * args.steps, "epsilon": label, "seed": seed,
                                "lr": rep.get("logistic_regression"), "cnn": rep.get("cnn"),
                                "final_loss": trained.losses[-1], "fit_s": round(t_fit, 1),
-                               "eval_s": round(time.perf_counter() - t0, 1), "sums_s": round(t_sums, 1)}  # fmt: skip
-                        out["results"].append(row)
+                               "eval_s": round(time.perf_counter() - t0, 1), "sums_s": round(t_sums, 1),
+                               "n_syn": args.n_syn, "threads": args.threads, "machine": machine,
+                               "load_before": load_before, "load_after": load_after, "started": started}  # fmt: skip
+                        new.append(row)
+                        out["results"] = merge(previous, new)
                         print(json.dumps(row), flush=True)
-                        json_path.write_text(json.dumps(out, indent=2) + "\n")
-    if not args.quick:
+                        _write_json(json_path, out)
+    out["results"] = merge(previous, new)
+    if out["results"]:
+        _write_json(json_path, out)
+        png = plot(out, json_path.with_suffix(".png"))
+        if png:
+            print(f"wrote {json_path} and {png}", flush=True)
+    if not args.quick and json_path == DEFAULT_JSON:
         write_markdown(out)
     print(markdown(out))
     return out
+
+
+def _write_json(path: Path, out: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def plot(out: dict, path: Path):
+    """Accuracy against ε per (statistic, generator, length), the ceiling as a dashed line; the path, or None."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    groups: dict = {}
+    for r in out["results"]:
+        groups.setdefault((r["spec"], r["generator"], float(r["length"])), []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for (spec, gen, length), rows in groups.items():
+        for ax, metric in zip(axes, ("lr", "cnn")):
+            eps = sorted({r["epsilon"] for r in rows if r["epsilon"] != "ceiling"}, key=float)
+            ys = [_mean([r[metric] for r in rows if r["epsilon"] == e])[0] for e in eps]
+            pts = [(float(e), y) for e, y in zip(eps, ys) if y is not None]
+            line = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{spec}, {gen}, {length:g}×")[0]
+            ceil = _mean([r[metric] for r in rows if r["epsilon"] == "ceiling"])[0]
+            if ceil is not None:
+                ax.axhline(ceil, color=line.get_color(), linestyle="--", linewidth=1)
+    for ax, name in zip(axes, ("logistic regression", "CNN")):
+        ax.set_xscale("log")
+        ax.set_xlabel("ε (δ = 1e-5); dashed: noise-free ceiling")
+        ax.set_ylabel(f"{name} accuracy (validation)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Fashion-MNIST: accuracy against ε and the ceiling (benchmarks/image_ceiling.py)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _mean(vals):
@@ -138,7 +253,27 @@ def _mean(vals):
     return (sum(vals) / len(vals), len(vals)) if vals else (None, 0)
 
 
+def _fmt(vals) -> str:
+    """The mean of a metric over seeds, with the range when there are several."""
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    if not vals:
+        return "–"
+    mean = f"{sum(vals) / len(vals):.3f}"
+    return mean if len(vals) == 1 else f"{mean} ({min(vals):.3f}–{max(vals):.3f})"
+
+
+def _row_order(out: dict) -> list:
+    specs, gens = [], []
+    for r in out["results"]:
+        specs += [r["spec"]] if r["spec"] not in specs else []
+        gens += [r["generator"]] if r["generator"] not in gens else []
+    keys = {(r["spec"], r["generator"], float(r["length"]), r["epsilon"]) for r in out["results"]}
+    eps_rank = (lambda e: -1.0 if e == "ceiling" else float(e))
+    return sorted(keys, key=lambda k: (specs.index(k[0]), gens.index(k[1]), k[2], eps_rank(k[3])))
+
+
 def markdown(out: dict) -> str:
+    """The Markdown section: the header note and one table row per (statistic, generator, length, ε)."""
     lines = [
         HEADING, "",
         f"Fashion-MNIST; fitted on {out['n_fit']:,} training records, scored on {out['n_validation']:,} **held-out "
@@ -146,33 +281,49 @@ def markdown(out: dict) -> str:
         f"`ceiling` = a release at ε = {CEILING_EPSILON:g} (noise-free to six digits, not a zero-noise release); "
         f"seeded test noise (unfit for publication). Fit lengths are multiples of `mmgen fit`'s default "
         f"({out['fit_defaults']['epochs']} epochs × {out['fit_defaults']['steps_per_epoch']} steps of "
-        f"{out['fit_defaults']['batch_size']}); {out['n_syn']:,} synthetic records; LR and CNN "
-        f"(`mmgen.evaluate`) accuracy, mean over seeds. Machine: {out['machine']}.", "",
-        "| statistic | generator | fit length | ε | LR | CNN | fit s | seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"{out['fit_defaults']['batch_size']}); {out['n_syn']:,} synthetic records; evaluator: `mmgen.evaluate` "
+        "(logistic regression and its small CNN, trained on the synthetic records), accuracy as the mean over "
+        "seeds (range in brackets). Wall seconds of the fit (generator training only), the torch threads and the "
+        "machine's 1-minute load average before/after the fit (other jobs share the cores). Plot: "
+        "`docs/results/image_ceiling.png`.", "",
+        "| statistic | generator | fit length | ε | LR | CNN | fit s | threads | load | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
-    keys = []
-    for r in out["results"]:
-        k = (r["spec"], r["generator"], r["length"], r["epsilon"])
-        if k not in keys:
-            keys.append(k)
-    for k in keys:
-        rows = [r for r in out["results"] if (r["spec"], r["generator"], r["length"], r["epsilon"]) == k]
-        lr, n = _mean([r["lr"] for r in rows])
-        cnn, _ = _mean([r["cnn"] for r in rows])
-        fit, _ = _mean([r["fit_s"] for r in rows])
-        f = (lambda v: "–" if v is None else f"{v:.3f}")
-        lines.append(f"| {k[0]} | {k[1]} | {k[2]:g}× | {k[3]} | {f(lr)} | {f(cnn)} | {fit:.0f} | {n} |")
+    machines = []
+    for k in _row_order(out):
+        rows = [r for r in out["results"] if (r["spec"], r["generator"], float(r["length"]), r["epsilon"]) == k]
+        fit, n = _mean([r["fit_s"] for r in rows])
+        threads = "/".join(sorted({str(r.get("threads") or "?") for r in rows}))
+        loads = [v for r in rows for v in (r.get("load_before"), r.get("load_after")) if v is not None]
+        load = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–"
+        machines += [r["machine"] for r in rows if r.get("machine") and r["machine"] not in machines]
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]:g}× | {k[3]} | {_fmt([r['lr'] for r in rows])} | "
+                     f"{_fmt([r['cnn'] for r in rows])} | {fit:.0f} | {threads} | {load} | {n} |")  # fmt: skip
+    if machines:
+        lines += ["", "Machine: " + "; ".join(m.split(", torch threads")[0] for m in machines) + "."]
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(out: dict) -> None:
-    path = ROOT / "docs/benchmarks.md"
+def _kept_reading(section: str) -> str:
+    """The part of an old section from its first line starting with ``Reading`` / ``**Reading`` (or "")."""
+    lines = section.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith(("Reading", "**Reading")):
+            return "\n".join(lines[i:]).rstrip("\n") + "\n"
+    return ""
+
+
+def write_markdown(out: dict, path: Path | None = None) -> None:
+    """Replace (or append) this benchmark's section of ``docs/benchmarks.md``, keeping its reading."""
+    path = path or ROOT / "docs/benchmarks.md"
     text = path.read_text()
     block = markdown(out)
     if HEADING in text:
         start = text.index(HEADING)
         nxt = text.find("\n## ", start + len(HEADING))
+        old = text[start:] if nxt < 0 else text[start : nxt + 1]
+        kept = _kept_reading(old)
+        block = block + ("\n" + kept if kept else "")
         text = text[:start] + block + ("" if nxt < 0 else text[nxt:])
     else:
         text = text.rstrip("\n") + "\n\n" + block
@@ -186,7 +337,9 @@ def main() -> None:
     p.add_argument("--generators", default="conv,resnet")
     p.add_argument("--lengths", default="1,4,16", help="multiples of the default fit length")
     p.add_argument("--epsilons", default="ceiling,1,10")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1, help="how many seeds")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed (seeds run from it upwards)")
+    p.add_argument("--json", default=None, help="write (and merge into) this file instead; no Markdown section")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
