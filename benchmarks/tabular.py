@@ -24,7 +24,8 @@ as many synthetic rows. For each table, ε (δ = 1e-5, add/remove neighbours),
 seed and method:
 
 * ``mmgen:table-marginals`` (``+herding``: the rows herded from a pool of 2 × n generated
-  rows toward the release, post-processing), ``mmgen:table-rff`` (off by default):
+  rows toward the release, 8 × n when the release is quiet (``mmgen.select.auto_pool``),
+  post-processing), ``mmgen:table-rff`` (off by default):
   release → fit (the CLI's table defaults, 20 × 50 steps of 500 rows) → sample;
 * ``mst``, ``aim``: smartnoise-synth 1.0.8 in its own virtual environment
   (``benchmarks/anchors``) on the same rows binned by the same schema (``Schema.codes``,
@@ -95,14 +96,13 @@ from mmgen.data import holdout_mask  # noqa: E402
 from mmgen.data.examples import EXAMPLE_SCHEMAS, example_table  # noqa: E402
 from mmgen.data.tables import Schema  # noqa: E402
 from mmgen.cli.common import TABLE_FIT_DEFAULTS  # noqa: E402
-from mmgen.select import DEFAULT_BLOCK  # noqa: E402
 from mmgen.evaluate.tables import correlation_difference, distance_to_closest_record, marginal_tvd, ml_efficacy  # noqa: E402
 
 DELTA = 1e-5
 DELTA_TXT = "1e-5"
 HOLDOUT = 0.2
 FLOOR_EPSILON = 1e5  # the noise-free floor: a very large ε, not a zero-noise release
-HERDING_POOL = 2  # pool rows per row kept; chosen on carData/SLID at eps = 1 (pools 2, 5, 10; 2 best on both seeds), never on the others
+HERDING_POOL = "auto"  # pool rows per row kept: mmgen.select.auto_pool (2, or 8 for a quiet table release; chosen on carData/SLID)
 TABLE_FIT = dict(TABLE_FIT_DEFAULTS)  # the CLI's table defaults
 TABLES = {  # name -> the ML target when the schema has no label, and a note for the output
     "AER/CPS1988": {},
@@ -171,16 +171,19 @@ def scores(synth, train, test, schema, target: str, seed: int) -> dict:
 
 
 # -- the methods (each runs in a child process: see child()) -----------------------------
-def run_mmgen(features: str, schema, train, eps: float, seed: int):
-    """(synthetic frame, release + fit + sample seconds)."""
+def run_mmgen(features: str, schema, train, eps: float, seed: int, info: dict | None = None):
+    """(synthetic frame, release + fit + sample seconds); ``info`` gets the herding pool and block used."""
     features, _, select = features.partition("+")  # "table-marginals+herding"
     t0 = time.perf_counter()
     rel = mmgen.release(train, schema=schema, features=features, epsilon=eps, delta=DELTA)
     trained = mmgen.fit("auto", rel, progress=False, seed=seed, **TABLE_FIT)
     if select == "herding":  # rows herded from a generated pool toward the release (post-processing)
-        from mmgen.select import select_herding
+        from mmgen.select import auto_block, auto_pool, select_herding
 
-        x, y = select_herding(trained, rel, len(train), pool=HERDING_POOL, seed=seed)
+        pool = auto_pool(rel) if HERDING_POOL == "auto" else HERDING_POOL
+        if info is not None:
+            info.update(herding_pool=pool, herding_block=auto_block(len(train), pool))
+        x, y = select_herding(trained, rel, len(train), pool=pool, seed=seed)
         synth = schema.decode(x, y)
     else:
         synth = trained.sample_table(len(train), seed=seed)
@@ -234,7 +237,9 @@ def child(job: dict) -> dict:
            "floor": eps == FLOOR_EPSILON, "n_train": len(train), "n_test": len(test), "target": target}  # fmt: skip
     if method.startswith("mmgen:"):
         before, exact = _status_mib("VmRSS"), _reset_peak()
-        synth, wall = run_mmgen(method.split(":", 1)[1], schema, train, eps, seed)
+        info = {}
+        synth, wall = run_mmgen(method.split(":", 1)[1], schema, train, eps, seed, info)
+        row.update(info)
         peak = _status_mib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         row.update(wall_s=wall, peak_rss_mib=peak, rss_before_mib=before, anchor_process_s=None)
     else:
@@ -307,7 +312,7 @@ def _save(res: dict, new_rows: list[dict], tables: dict, write: bool) -> dict:
     res = {**read_results(), **{k: v for k, v in res.items() if k in ("scale", "scale_wide")}} if write else dict(res)
     res["rows"] = merge(res.get("rows", []), new_rows)
     res["tables"] = {**res.get("tables", {}), **tables}
-    res.update(delta=DELTA, neighbouring="add-remove", holdout=HOLDOUT, fit=TABLE_FIT, herding_pool=HERDING_POOL, herding_block=DEFAULT_BLOCK,
+    res.update(delta=DELTA, neighbouring="add-remove", holdout=HOLDOUT, fit=TABLE_FIT, herding_pool=HERDING_POOL, herding_block="auto",
                threads=1, floor_epsilon=FLOOR_EPSILON)  # fmt: skip
     if write:
         write_results(res, markdown(res), RESULTS_JSON, RESULTS_MD, MD_INTRO)

@@ -198,3 +198,52 @@ def test_rounds_toward_the_corrected_target_beat_independent_blocks(slid_fit, mo
     monkeypatch.setattr(select_module, "ROUNDS", 1)
     independent = error(*select_herding(trained, rel, 800, pool=2, seed=1, block=100))
     assert rounds < 0.95 * independent, (rounds, independent)  # measured 0.040 vs 0.046
+
+
+def test_auto_pool_follows_the_release_noise(slid_fit):
+    from mmgen.data.examples import example_table
+    from mmgen.select import AUTO_POOL, QUIET_RELEASE, auto_block, auto_pool, release_noise
+
+    frame, schema = example_table("carData/SLID")
+    noisy, _ = slid_fit  # 1,500 rows at eps 3: nu well above the threshold
+    quiet = mmgen.release(frame, schema=schema, features="table-marginals", epsilon=30.0, delta=DELTA, noise_seed=0)
+    assert release_noise(noisy) > QUIET_RELEASE > release_noise(quiet) > 0
+    assert (auto_pool(noisy), auto_pool(quiet)) == AUTO_POOL
+    # nu is the noise norm over the mean embedding: ten times the epsilon-scale noise, about ten times nu
+    loud = mmgen.release(frame, schema=schema, features="table-marginals", epsilon=3.0, delta=DELTA, noise_seed=0)
+    assert 5 < release_noise(loud) / release_noise(quiet) < 15
+    images = mmgen.release(torch.rand(200, 1, 8, 8), torch.arange(200) % 2, features="rff", epsilon=1e6, n_classes=2,
+                           delta=DELTA, noise_seed=0)  # fmt: skip
+    assert auto_pool(images) == AUTO_POOL[0]  # the rule was chosen on table releases only
+    assert [auto_block(n, p) for n, p in ((5_000, 8), (200_000, 2), (200_000, 8), (10**7, 8))] == [1000, 1000, 250, 250]
+
+
+def test_auto_pool_and_block_are_the_defaults(slid_fit, monkeypatch):
+    rel, trained = slid_fit
+    seen = []
+    real = select_module.herd
+
+    def spy(features, target, n, *, size=None, **kw):
+        seen.append((n, size))
+        return real(features, target, n, size=size, **kw)
+
+    monkeypatch.setattr(select_module, "BATCH_BLOCKS", False)
+    monkeypatch.setattr(select_module, "herd", spy)
+    x, y = select_herding(trained, rel, 300, seed=0)  # noisy release: pool 2, one block per class
+    assert len(y) == 300 and all(size == 2 * n for n, size in seen)
+    with pytest.raises(MMGenError, match="`pool`"):
+        select_herding(trained, rel, 10, pool="big")
+    with pytest.raises(MMGenError, match="`block`"):
+        select_herding(trained, rel, 10, block="big")
+
+
+def test_cli_pool_takes_an_integer_or_auto(capsys):
+    from mmgen.cli import build_parser
+
+    parser = build_parser()
+    common = ["sample", "g.ckpt", "--n", "5", "--out", "s.csv"]
+    assert parser.parse_args(common).pool == "auto"
+    assert parser.parse_args([*common, "--pool", "3"]).pool == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args([*common, "--pool", "big"])
+    assert "integer or auto" in capsys.readouterr().err

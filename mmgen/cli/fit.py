@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -9,6 +10,16 @@ from .common import FIT_DEFAULTS, TABLE_FIT_DEFAULTS, parse_floats, warn
 
 SAMPLES_FORMAT = "mmgen.samples"  # the `meta` entry of the .npz `mmgen sample` writes (docs/formats.md)
 SAMPLES_VERSION = 1
+
+
+def _pool(text: str):
+    """``--pool``: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") from None
 
 
 def add_fit(sub):
@@ -59,7 +70,9 @@ def add_sample(sub):
         "iid: independent draws; herding: draw --pool x N rows and keep the N whose mean embedding "
         "best matches the release's noisy one, class by class (post-processing, no privacy cost; needs --release); "
         "auto (default): herding for a table when --release is given, else iid"))
-    p.add_argument("--pool", type=int, default=2, help="with herding: pool rows drawn per row kept (default 2, chosen on carData/SLID)")
+    p.add_argument("--pool", type=_pool, default="auto", help=(
+        "with herding: pool rows drawn per row kept, or auto (default): 8 when the table release's noise is "
+        "small (mmgen.select.auto_pool), else 2; chosen on carData/SLID"))
     p.add_argument("--release", default=None, help="with --select herding: the release file the checkpoint was fitted to")
 
 
@@ -129,8 +142,8 @@ def cmd_sample(args) -> None:
     select = getattr(args, "select", "iid")
     if select == "herding" and args.release is None:
         raise MMGenError("`--select herding` needs `--release FILE`, the release the checkpoint was fitted to.")
-    if select != "iid" and args.pool < 1:
-        raise MMGenError(f"`--pool` must be ≥ 1. Got {args.pool}.")
+    if select != "iid" and args.pool != "auto" and args.pool < 1:
+        raise MMGenError(f"`--pool` must be ≥ 1 or auto. Got {args.pool}.")
     if select == "iid" and getattr(args, "release", None) is not None:
         raise MMGenError("`--release` is read only with `--select herding` or `auto`.")
     from ..files import sniff
