@@ -20,20 +20,26 @@ sums, at most ``2⁻⁵³·N``). The sensitivity therefore uses
 
 The mechanism (:func:`gaussian_mechanism`) returns ``Σ_i v(x_i, y_i) + z``
 with ``z`` of standard deviation ``σΔ`` per coordinate, σ being the noise
-multiplier, drawn by OpenDP's floating-point-safe Gaussian (see
-:mod:`mmgen.privacy.noise`): ``z/2^-1074`` is a discrete Gaussian on the
-integers of scale ``σΔ·2^1074`` and the exact sum is rounded once to a double.
+multiplier, drawn by OpenDP's floating-point-safe Gaussian mechanism (see
+:mod:`mmgen.privacy.noise`): the input rounded to a grid ``2^k``, plus ``2^k``
+times a discrete Gaussian on the integers, the exact sum rounded once to a
+double. Below 4,096 coordinates OpenDP samples it at ``k = −1074`` (scale
+``σΔ·2^1074`` grid steps); from 4,096 coordinates mmgen's exact vectorised
+sampler draws it at ``k = ⌈log₂ σΔ⌉ − 50`` (about 2^49.5 grid steps per
+standard deviation), with a std raised by a factor at most
+``1 + (1 + σ⌈√d⌉)·2^-49`` (below ``1 + 2·10⁻¹¹`` at σ = 3.73 and 6.3 million
+coordinates) so that the rounding of the inputs to ``2^k`` costs no ρ.
 
-Guarantee. OpenDP proves ρ-zCDP with ``ρ = (Δ/(σΔ))²/2 = 1/(2σ²)`` for the
-relation whose Δ is used: its map charges exactly Δ at the discretisation
-used, k = −1074 (:func:`~mmgen.privacy.noise.sampler_sensitivity`), and this
-is checked against OpenDP's own map at every call. That is the Rényi curve of
-the continuous Gaussian mechanism with ``μ = 1/σ``. The (ε, δ) a release
-records comes from the continuous Gaussian's exact profile
+Guarantee. OpenDP proves ρ-zCDP with ``ρ = (Δ_k/s)²/2`` for the measurement
+sampled (scale s, discretisation k, :func:`~mmgen.privacy.noise.sampler_sensitivity`
+``Δ_k``), and at every call its own map must charge at most
+``(Δ/(σΔ))²/2 = 1/(2σ²)`` for the relation whose Δ is used. That is the Rényi
+curve of the continuous Gaussian mechanism with ``μ = 1/σ``. The (ε, δ) a
+release records comes from the continuous Gaussian's exact profile
 (:mod:`mmgen.privacy.calibration`). A discrete Gaussian on a grid of ``s``
 steps per standard deviation has a profile within terms of order ``√d/s`` of
-it, and here ``s = σΔ·2^1074``: hundreds of orders of magnitude below double
-precision. That step is mmgen's argument, not part of OpenDP's proof.
+it: with ``s ≥ 2^49`` and ``d ≤ 10^7`` below 10⁻¹¹. That step is mmgen's
+argument, not part of OpenDP's proof.
 Accounting from the zCDP guarantee alone (dp-accounting's RDP accountant on
 the same ``GaussianDpEvent``) gives a larger ε: 1.093 instead of 1.000 at
 σ = 3.7306, δ = 1e-5, and 10.73 instead of 10.00 at σ = 0.49989.
@@ -99,12 +105,14 @@ def gaussian_mechanism(
 ) -> torch.Tensor:
     """Returns ``value + z`` with ``z`` of std ``noise_multiplier · sensitivity`` per coordinate, in float64.
 
-    Publishable path (``noise_seed=None``): OpenDP's Gaussian on the float
-    vector (:func:`~mmgen.privacy.noise.opendp_gaussian`): ``z`` is ``2^-1074``
-    times a discrete Gaussian of scale ``σΔ·2^1074``, sampled from OpenSSL's
-    generator, and ``value + z`` is rounded once to a double. OpenDP's map
-    must charge exactly ``ρ = 1/(2σ²)`` for ``sensitivity`` (checked). It has
-    no seed and nothing about the noise is logged or returned.
+    Publishable path (``noise_seed=None``): OpenDP's Gaussian mechanism on the
+    float vector (:func:`~mmgen.privacy.noise.opendp_gaussian`): ``value``
+    rounded to a grid ``2^k`` plus ``2^k`` times a discrete Gaussian, rounded
+    once to a double; OpenDP's sampler at ``k = −1074`` below 4,096
+    coordinates, mmgen's exact vectorised sampler on ``os.urandom`` bits at
+    ``k = ⌈log₂ σΔ⌉ − 50`` above. OpenDP's map must charge at most
+    ``ρ = 1/(2σ²)`` for ``sensitivity`` (checked). It has no seed and nothing
+    about the noise is logged or returned.
 
     Test path (``noise_seed`` an int): ``value + σΔ·N(0, 1)`` from a seeded
     NumPy generator, reproducible, not floating-point safe; a release made so
