@@ -296,11 +296,12 @@ def markdown(out: dict) -> str:
         threads = "/".join(sorted({str(r.get("threads") or "?") for r in rows}))
         loads = [v for r in rows for v in (r.get("load_before"), r.get("load_after")) if v is not None]
         load = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–"
-        machines += [r["machine"] for r in rows if r.get("machine") and r["machine"] not in machines]
+        for m in (r["machine"].split(", torch threads")[0] for r in rows if r.get("machine")):
+            machines += [m] if m not in machines else []
         lines.append(f"| {k[0]} | {k[1]} | {k[2]:g}× | {k[3]} | {_fmt([r['lr'] for r in rows])} | "
                      f"{_fmt([r['cnn'] for r in rows])} | {fit:.0f} | {threads} | {load} | {n} |")  # fmt: skip
     if machines:
-        lines += ["", "Machine: " + "; ".join(m.split(", torch threads")[0] for m in machines) + "."]
+        lines += ["", "Machine: " + "; ".join(machines) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -340,6 +341,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=1, help="how many seeds")
     p.add_argument("--first-seed", type=int, default=0, help="the first seed (seeds run from it upwards)")
     p.add_argument("--json", default=None, help="write (and merge into) this file instead; no Markdown section")
+    p.add_argument("--render", action="store_true", help="only redraw the plot and the Markdown section from the JSON")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -354,7 +356,19 @@ def main() -> None:
             args.lengths = "1,2"
         if args.generators == "conv,resnet":
             args.generators = "conv"
-    run(args)
+    if args.render:
+        render(Path(args.json) if args.json else DEFAULT_JSON)
+    else:
+        run(args)
+
+
+def render(json_path: Path) -> None:
+    """Redraw the plot and (for the default file) the Markdown section from a JSON file, running nothing."""
+    out = json.loads(json_path.read_text())
+    plot(out, json_path.with_suffix(".png"))
+    if json_path == DEFAULT_JSON:
+        write_markdown(out)
+    print(markdown(out))
 
 
 if __name__ == "__main__":
