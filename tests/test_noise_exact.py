@@ -5,8 +5,8 @@ tabulated, and in bins at σ = 1,000), for the vectorised sampler, for its Pytho
 forced; moments and tails at the release's σ_g ≈ 2^49. The arithmetic: the table of ``e^(−m/2)`` against
 an independent decimal computation, forced ties, and the mechanism's output compared bit for bit with
 ``round_f64(x̂ + 2^k·z)`` computed in exact rationals. The privacy map: OpenDP's own map of the measurement
-sampled never charges more than ``(Δ/s)²/2``. Every statistical check uses ``P_MIN = 1e-6`` (about 30
-p-values here: a correct sampler fails this file with probability below 3e-5), and each kind of check is
+sampled never charges more than ``(Δ/s)²/2``. Every statistical check uses ``P_MIN = 1e-6`` (about 36
+p-values here: a correct sampler fails this file with probability below 4e-5), and each kind of check is
 shown to reject a wrong law.
 """
 
@@ -156,6 +156,12 @@ def test_ties_with_the_table_are_decided_by_the_next_words(monkeypatch):
         feed = iter([np.array([word0], dtype=np.uint64), np.array([nxt], dtype=np.uint64)])
         monkeypatch.setattr(noise_module, "_words", lambda n, feed=feed: next(feed))
         assert noise_module._geometric_half(1).tolist() == [expected]
+    # m above the table (k ≥ 9 in D2): e^(−130/2) = e^(−32)·e^(−32)·e^(−1), one word for each factor, all needed
+    for last, expected in ((0, True), (2**64 - 1, False)):
+        feed = iter([np.array([w], dtype=np.uint64) for w in (0, 0, last)])
+        monkeypatch.setattr(noise_module, "_words", lambda n, feed=feed: next(feed))
+        assert noise_module._bernoulli_exp_half(np.array([130])).tolist() == [expected]
+        assert next(feed, None) is None  # exactly three words were read
     # a first word below every threshold: k ≥ 64, then 64 + a fresh geometric (here 64 + 0)
     feed = iter([np.array([0], dtype=np.uint64), np.array([2**64 - 1], dtype=np.uint64)])
     monkeypatch.setattr(noise_module, "_words", lambda n: next(feed))
@@ -167,6 +173,16 @@ def test_uniform_below_is_exact_with_rejection(monkeypatch):
     feed = iter([np.array([top + 1, 5], dtype=np.uint64), np.array([7], dtype=np.uint64)])
     monkeypatch.setattr(noise_module, "_words", lambda n: next(feed))
     assert noise_module._uniform_below(3, 2).tolist() == [7 % 3, 5 % 3]  # the first word was redrawn
+    # the boundary: the largest word kept (2^64 − 1 − (2^64 mod m)) is kept, the next one is not, per element
+    big = 2**63 - 25  # 2^64 mod big = 50
+    for m in (3, big):
+        top = 2**64 - 1 - (2**64 % m)
+        feed = iter([np.array([top], dtype=np.uint64)])
+        monkeypatch.setattr(noise_module, "_words", lambda n, feed=feed: next(feed))
+        assert noise_module._uniform_below(m, 1).tolist() == [top % m] == [m - 1]
+    feed = iter([np.array([2**64 - 51, 2**64 - 50], dtype=np.uint64), np.array([9], dtype=np.uint64)])
+    monkeypatch.setattr(noise_module, "_words", lambda n: next(feed))
+    assert noise_module._uniform_below(np.array([big, big], dtype=np.uint64), 2).tolist() == [big - 1, 9]
     monkeypatch.undo()
     u = noise_module._uniform_below(np.array([6] * 60_000, dtype=np.uint64), 60_000)
     assert stats.chisquare(np.bincount(u.astype(np.int64), minlength=6)).pvalue > P_MIN
@@ -180,6 +196,31 @@ def test_bernoulli_b_has_its_probability():
         x = j / sigma
         p = math.exp(-x * (2 * k + x) / (2 * k + 2))
         assert stats.binomtest(hits, n, p).pvalue > P_MIN, (k, j)
+        scalar = sum(noise_module._bernoulli_b_scalar(k, j, sigma) for _ in range(n // 2))  # the Python-integer B
+        assert stats.binomtest(scalar, n // 2, p).pvalue > P_MIN, (k, j, "scalar")
+
+
+@pytest.mark.parametrize("chunk_bits", [64, 1])
+def test_tied_digit_steps_have_their_law(monkeypatch, chunk_bits):
+    """Algorithm B continued in Python integers after a tie of digits (:func:`_b_steps_from`).
+
+    At σ = 1 every digit ties, so every comparison of ``z_i < z_(i−1)`` is decided by the lazily revealed
+    fractions; a ``z`` that wins keeps the bits already revealed when it becomes the next ``y``. From
+    ``steps = 1`` with ``f = (2kσ + j)/((2k + 2)σ)``: ``P(steps ≥ 1 + m) = f^m/(m + 1)!`` (m + 1 ordered
+    uniforms). A sampler that forgets the revealed bits gives ``f^m/2^m`` instead (3/2 times too many
+    third steps here), one that tests ``r ≤ f`` instead of ``r < f`` gives f = 3/4: both are rejected.
+    """
+    monkeypatch.setattr(noise_module, "FRACTION_CHUNK_BITS", chunk_bits)
+    k, j, sigma, n = 1, 0, 1, 20_000
+    f = Fraction(2 * k * sigma + j, (2 * k + 2) * sigma)
+    at_least = [float(f**m / math.factorial(m + 1)) for m in range(4)]  # P(steps ≥ 1 + m), m = 0..3
+    p = np.array([at_least[0] - at_least[1], at_least[1] - at_least[2], at_least[2] - at_least[3], at_least[3]])
+    steps = np.array([noise_module._b_steps_from(k, j, sigma, 1, noise_module._LazyUniform(0),
+                                                 noise_module._LazyUniform(0)) for _ in range(n)])  # fmt: skip
+    observed = np.bincount(np.minimum(steps, 4), minlength=5)[1:].astype(float)
+    assert steps.min() == 1 and stats.chisquare(observed, p * n).pvalue > P_MIN
+    forgetful = np.array([1 - f / 2, f / 2 - f**2 / 4, f**2 / 4 - f**3 / 8, f**3 / 8], dtype=float)
+    assert stats.chisquare(np.round(forgetful * n), p * n).pvalue < P_MIN  # the test tells the two laws apart
 
 
 def test_grid_parameters_pay_for_rounding_with_noise_not_rho():
