@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -26,6 +27,7 @@ from mmgen.privacy import gaussian_mechanism, opendp_rho
 from mmgen.privacy import noise as noise_module
 from mmgen.privacy.noise import (
     FAST_MIN_COORDINATES,
+    MAP_RTOL,
     discrete_gaussian,
     discrete_gaussian_scalar,
     grid_parameters,
@@ -231,10 +233,80 @@ def test_grid_parameters_pay_for_rounding_with_noise_not_rho():
         assert 2.0 ** (k + 49) < std <= 2.0 ** (k + 50) and 2**49 < sigma_g <= 2**50 * (1 + 1e-6) + 1
         scale = Fraction(sigma_g) * Fraction(2) ** k
         assert grid_sensitivity(delta, dim, k) / scale <= Fraction(delta) / Fraction(std)  # exact: ρ' ≤ (Δ/s)²/2
+        assert (grid_sensitivity(delta, dim, k) - Fraction(delta)) ** 2 >= Fraction(4) ** k * dim  # 2^k·√d, or more
         # ours ≥ OpenDP's (whose mirror rounds up to the next double)
         assert sampler_sensitivity(delta, dim, k) <= math.nextafter(float(grid_sensitivity(delta, dim, k)), math.inf)
-        assert opendp_rho(delta, float(scale), dim, k) <= (delta / std) ** 2 / 2 * (1 + 1e-12)
+        assert Fraction(opendp_rho(delta, float(scale), dim, k)) <= (Fraction(delta) / Fraction(std)) ** 2 / 2 * (
+            1 + Fraction(MAP_RTOL))
         assert float(scale) / std - 1 < (1 + sigma * (math.isqrt(dim) + 2)) * 2.0**-49 + 1e-15  # the extra noise
+
+
+def _charge_excess(std: float, delta: float, dim: int) -> float:
+    """OpenDP's map of the vectorised path's measurement over the exact ``(Δ/s)²/2``, minus 1."""
+    k, sigma_g = grid_parameters(std, delta, dim)
+    charged = opendp_rho(delta, math.ldexp(sigma_g, k), dim, k)
+    return float(Fraction(charged) / ((Fraction(delta) / Fraction(std)) ** 2 / 2) - 1)
+
+
+def test_the_map_check_leaves_only_float_rounding():
+    """OpenDP's charge sits within [−4e-15, MAP_RTOL/10] of the exact (Δ/s)²/2 over σ from 10⁻³ to 10⁶ and d up to
+    10⁸, square and not (the grid's √d is OpenDP's, rounded up to a double: ⌈√d⌉ overpaid up to 2.6e-9 at σ = 10⁶)."""
+    assert MAP_RTOL <= 1e-14
+    for sigma in (1e-3, 0.49989, 3.7306, 1000.0, 1e6):
+        for delta in (1e-3, 1.0, math.sqrt(2) * (1 + 1e-5)):
+            for dim in (4096, 4097, 100_010, 10**8):
+                excess = _charge_excess(sigma * delta, delta, dim)
+                assert -4e-15 <= excess <= MAP_RTOL / 10, (sigma, delta, dim, excess)  # σ_g rounded up: ≥ −2^-48
+
+
+def test_an_uninflated_scale_is_refused_at_4096(monkeypatch):
+    """Leaving out the std inflation that pays for rounding to the grid costs 4.5e-13 of ρ at d = 4,096, σ = 3.73:
+    small, but not float rounding, so nothing is drawn."""
+    monkeypatch.setattr(noise_module, "grid_sensitivity", lambda delta, dim, k: Fraction(float(delta)))
+    assert 4e-13 < _charge_excess(3.7306, 1.0, FAST_MIN_COORDINATES) < 5e-13
+    drawn = []
+    monkeypatch.setattr(noise_module, "discrete_gaussian", lambda *a: drawn.append(a))
+    with pytest.raises(PrivacyError, match="charges"):
+        noise_module.opendp_gaussian(torch.zeros(FAST_MIN_COORDINATES), std=3.7306, sensitivity=1.0)
+    assert not drawn
+
+
+def _refused_before_drawing(monkeypatch, x: torch.Tensor, std: float, delta: float, match: str) -> None:
+    drawn = []
+    monkeypatch.setattr(noise_module, "discrete_gaussian", lambda s, n: drawn.append(n) or np.zeros(n, np.int64))
+    with pytest.raises(PrivacyError, match=match):
+        noise_module.opendp_gaussian(x, std=std, sensitivity=delta)
+    assert not drawn
+
+
+def test_a_grid_scale_of_2_53_or_more_is_refused(monkeypatch):
+    """σ_g·2^k must be the exact double OpenDP's map is asked about: σ_g < 2^53, else nothing is drawn."""
+    with pytest.raises(PrivacyError, match="2\\^53"):
+        grid_parameters(1.0, 5e-15, FAST_MIN_COORDINATES)  # σ = 2·10¹⁴: 2^k·√d = 11Δ, σ_g ≈ 2^53.6
+    _refused_before_drawing(monkeypatch, torch.zeros(FAST_MIN_COORDINATES), 1.0, 5e-15, "2\\^53")
+    k, sigma_g = grid_parameters(1.0, 1e-14, FAST_MIN_COORDINATES)  # σ_g ≈ 2^52.7: still allowed
+    assert sigma_g < 2**53
+
+
+def test_a_std_beyond_2_1020_is_refused_before_drawing(monkeypatch):
+    """k + 53 > 1023 would overflow σ_g·2^k and 2^(k+53) (math.ldexp raised OverflowError): PrivacyError instead."""
+    with pytest.raises(PrivacyError, match="2\\^1020"):
+        grid_parameters(2.0**1021, 2.0**1020, FAST_MIN_COORDINATES)
+    _refused_before_drawing(monkeypatch, torch.zeros(FAST_MIN_COORDINATES), 2.0**1021, 2.0**1020, "2\\^1020")
+    _refused_before_drawing(monkeypatch, torch.zeros(FAST_MIN_COORDINATES), 2.0**1020, 2.0**1019, "too large")
+
+
+def test_values_that_could_overflow_are_refused_before_drawing(monkeypatch):
+    """max |x| + 64 noise stds must stay below the largest double; the check is exact and runs before any draw."""
+    x = torch.zeros(FAST_MIN_COORDINATES, dtype=torch.float64)
+    x[7] = -1.7e308  # + 64·2^1015 = 2^1021 ≈ 2.2e307 passes 1.797e308
+    _refused_before_drawing(monkeypatch, x, 2.0**1015, 2.0**1014, "too large")
+    x[7] = sys.float_info.max  # at std 1: 64 more is past the largest double, exactly
+    _refused_before_drawing(monkeypatch, x, 1.0, 0.25, "too large")
+    x[7] = 1e308  # + 64·2^1000 ≈ 6.9e302: fine, drawn, finite
+    monkeypatch.undo()
+    out = noise_module.opendp_gaussian(x, std=2.0**1000, sensitivity=2.0**999)
+    assert bool(torch.isfinite(out).all()) and out[7] != 1e308
 
 
 def _exact_output(x: float, z: int, k: int) -> float:

@@ -27,22 +27,26 @@ double. Below 4,096 coordinates OpenDP samples it at ``k = −1074`` (scale
 ``σΔ·2^1074`` grid steps); from 4,096 coordinates mmgen's exact vectorised
 sampler draws it at ``k = ⌈log₂ σΔ⌉ − 50`` (about 2^49.5 grid steps per
 standard deviation), with a std raised by a factor at most
-``1 + (1 + σ⌈√d⌉)·2^-49`` (below ``1 + 2·10⁻¹¹`` at σ = 3.73 and 6.3 million
-coordinates) so that the rounding of the inputs to ``2^k`` costs no ρ.
+``1 + (1 + σ√d↑)·2^-49`` (√d↑: √d rounded up to a double; below
+``1 + 2·10⁻¹¹`` at σ = 3.73 and 6.3 million coordinates) so that the rounding
+of the inputs to ``2^k`` costs no ρ.
 
 Guarantee. OpenDP proves ρ-zCDP with ``ρ = (Δ_k/s)²/2`` for the measurement
 sampled (scale s, discretisation k, :func:`~mmgen.privacy.noise.sampler_sensitivity`
-``Δ_k``), and at every call its own map must charge at most
-``(Δ/(σΔ))²/2 = 1/(2σ²)`` for the relation whose Δ is used. That is the Rényi
-curve of the continuous Gaussian mechanism with ``μ = 1/σ``. The (ε, δ) a
-release records comes from the continuous Gaussian's exact profile
-(:mod:`mmgen.privacy.calibration`). A discrete Gaussian on a grid of ``s``
-steps per standard deviation has a profile within terms of order ``√d/s`` of
-it: with ``s ≥ 2^49`` and ``d ≤ 10^7`` below 10⁻¹¹. That step is mmgen's
-argument, not part of OpenDP's proof.
-Accounting from the zCDP guarantee alone (dp-accounting's RDP accountant on
-the same ``GaussianDpEvent``) gives a larger ε: 1.093 instead of 1.000 at
-σ = 3.7306, δ = 1e-5, and 10.73 instead of 10.00 at σ = 0.49989.
+``Δ_k``), from Canonne, Kamath & Steinke (arXiv 2004.00010), Theorem 14 (the
+multivariate discrete Gaussian is ``ε²/2``-zCDP when the sum of squared
+differences over ``σ_j²`` is at most ε²); at every call its own map must charge
+at most ``(Δ/(σΔ))²/2 = 1/(2σ²)`` (to 10⁻¹⁴ relative, float rounding) for the
+relation whose Δ is used. That is the Rényi curve of the continuous Gaussian
+mechanism with ``μ = 1/σ``. Proved (ε, δ): the zCDP bound converted by the same
+paper's §2.3, ε = 1.092 at σ = 3.7306, δ = 1e-5 (dp-accounting's RDP accountant
+on the same ``GaussianDpEvent``: 1.093), and 10.73 at σ = 0.49989. The (ε, δ) a
+release records is the continuous Gaussian's exact profile
+(:mod:`mmgen.privacy.calibration`): 1.000 and 10.00 there. That the
+d-dimensional discrete mechanism has that profile, or one within a stated
+distance of it, is not proved by any theorem checked (the paper's exact
+(ε, δ) formula, Theorem 7 of arXiv v3, is one-dimensional); the recorded ε is
+an approximation, the proved one is the zCDP figure (``docs/privacy.md`` §8).
 """
 
 from __future__ import annotations

@@ -60,16 +60,18 @@ Two ways of drawing it, chosen by size only (the sizes are public):
   ``k = ⌈log₂ σΔ⌉ − 50`` and the scale ``s' = σ_g·2^k``, ``σ_g`` the integer
   :func:`grid_parameters` gives, so that ``Δ_k/s' ≤ Δ/(σΔ)``: the rounding of the
   inputs to ``2^k`` is paid for with a noise larger by a factor below
-  ``1 + (1 + σ⌈√d⌉)·2^-49`` (below ``1 + 2·10⁻¹¹`` at the DP-NTK paper's width),
-  never with a larger ρ; OpenDP's own map of that measurement is asked before
-  any draw. ``z`` comes from :func:`discrete_gaussian`, an exact vectorised
-  discrete Gaussian sampler (Karney 2016, Algorithm D; proof in its docstring)
+  ``1 + (1 + σ√d↑)·2^-49`` (√d↑: √d rounded up to a double, as OpenDP rounds it;
+  below ``1 + 2·10⁻¹¹`` at the DP-NTK paper's width), never with a larger ρ;
+  OpenDP's own map of that measurement is asked before any draw, and nothing is
+  drawn unless it charges at most the exact ``(Δ/s)²/2`` to a relative 10⁻¹⁴
+  (float rounding; :data:`MAP_RTOL`). ``z`` comes from :func:`discrete_gaussian`,
+  an exact vectorised discrete Gaussian sampler (Karney 2016, Algorithm D; proof in its docstring)
   on ``os.urandom`` bits, and ``x̂ + 2^k·z`` is formed and rounded to a double
   exactly (one IEEE-754 addition, or exact rationals for ``|z| > 2^53``).
   Under 1 µs per coordinate on one core.
 
 Proved, and by whom: the zCDP bound of the discrete Gaussian (Canonne, Kamath
-& Steinke 2020) and of rounding to ``2^k`` (OpenDP's proof, and the one-line
+& Steinke 2020, Theorem 14) and of rounding to ``2^k`` (OpenDP's proof, and the one-line
 :func:`grid_sensitivity`); that :func:`discrete_gaussian` draws exactly
 ``N_Z(0, σ_g²)`` is this module's proof (docstrings of :func:`discrete_gaussian`,
 :func:`_block_index`, :func:`_bernoulli_b`, :func:`_bernoulli_exp_half`), backed
@@ -99,6 +101,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -109,7 +112,7 @@ from ..errors import PrivacyError
 __all__ = [
     "ENTROPY_SOURCE", "PrivateStreams", "NOISE_SOURCE", "SEEDED_NOISE_SOURCE", "K_MIN", "opendp_gaussian", "opendp_rho", "sampler_sensitivity",
     "secure_standard_normal", "seeded_standard_normal", "FAST_MIN_COORDINATES", "GRID_BITS", "discrete_gaussian",
-    "discrete_gaussian_scalar", "grid_parameters", "grid_sensitivity",
+    "discrete_gaussian_scalar", "grid_parameters", "grid_sensitivity", "MAP_RTOL",
 ]  # fmt: skip
 
 NOISE_SOURCE = ("discrete Gaussian mechanism of OpenDP make_gaussian: OpenDP's sampler (k=-1074, OpenSSL RAND_priv_bytes) "
@@ -136,6 +139,12 @@ def opendp_rho(sensitivity: float, std: float, dim: int, k: int | None = None) -
         0.125
     """
     return float(_opendp_measurement(dim, std, k).map(float(sensitivity)))
+
+
+def _sqrt_up(dim: int) -> float:
+    """``√d`` rounded up to a double, as OpenDP rounds it (the correctly rounded root, stepped up unless exact)."""
+    root = math.sqrt(int(dim))
+    return math.nextafter(root, math.inf) if Fraction(root) ** 2 < int(dim) else root
 
 
 def sampler_sensitivity(sensitivity: float, dim: int, k: int | None = None) -> float:
@@ -165,10 +174,7 @@ def sampler_sensitivity(sensitivity: float, dim: int, k: int | None = None) -> f
         )
     if k == K_MIN or dim == 0:
         return delta
-    root = math.sqrt(dim)  # correctly rounded; OpenDP rounds √d up, so step up unless exact
-    if Fraction(root) ** 2 < dim:
-        root = math.nextafter(root, math.inf)
-    exact = Fraction(delta) + (Fraction(2) ** k - Fraction(2) ** K_MIN) * Fraction(root)
+    exact = Fraction(delta) + (Fraction(2) ** k - Fraction(2) ** K_MIN) * Fraction(_sqrt_up(dim))
     out = float(exact)  # nearest double; step up if that rounded down
     return math.nextafter(out, math.inf) if Fraction(out) < exact else out
 
@@ -186,13 +192,13 @@ def opendp_gaussian(values: torch.Tensor, *, std: float, sensitivity: float) -> 
       in :func:`_grid_gaussian`; about 100× faster (``docs/noise.md``).
 
     Before sampling, OpenDP's own privacy map of the measurement actually sampled is asked what it
-    charges for ``sensitivity``; unless that is at most the ideal Gaussian mechanism's
-    ``ρ = (Δ/s)²/2`` (to 1e-12, float rounding), nothing is drawn.
+    charges for ``sensitivity``; unless that is at most the ideal Gaussian mechanism's exact
+    ``ρ = (Δ/s)²/2`` (to a relative :data:`MAP_RTOL` = 10⁻¹⁴, float rounding), nothing is drawn.
 
     Args:
         values ((...) Tensor): finite numbers, any shape; used as float64.
         std: s > 0, the noise standard deviation per coordinate (the vectorised path's is at most
-            ``s·(1 + (1 + σ⌈√d⌉)·2^-49)``, σ = s/Δ).
+            ``s·(1 + (1 + σ√d↑)·2^-49)``, σ = s/Δ, √d↑ = √d rounded up to a double).
         sensitivity: Δ > 0, the L2 sensitivity the caller accounts for.
 
     Returns:
@@ -201,7 +207,10 @@ def opendp_gaussian(values: torch.Tensor, *, std: float, sensitivity: float) -> 
     Raises:
         PrivacyError: ``std`` or ``sensitivity`` is not a finite number > 0, ``values``
             holds NaN or inf (OpenDP would silently turn NaN into 0 and inf into the
-            largest double), or OpenDP's map charges more than ``(Δ/s)²/2``.
+            largest double), or OpenDP's map charges more than ``(Δ/s)²/2``; on the vectorised path
+            also ``std > 2^1020``, a grid scale σ_g ≥ 2^53 (:func:`grid_parameters`), or values so large
+            that ``max |x| + 64·s'`` exceeds the largest double (the release could overflow). All of
+            these are raised before any noise is drawn.
     """
     std, delta = float(std), float(sensitivity)
     if not (math.isfinite(std) and std > 0 and math.isfinite(delta) and delta > 0):
@@ -216,14 +225,32 @@ def opendp_gaussian(values: torch.Tensor, *, std: float, sensitivity: float) -> 
     if x.numel() >= FAST_MIN_COORDINATES:
         return _grid_gaussian(x, std, delta)
     m = _opendp_measurement(x.numel(), std)
-    charged, ideal = float(m.map(delta)), (delta / std) ** 2 / 2
-    if not charged <= ideal * (1 + 1e-12):
-        raise PrivacyError(
-            f"OpenDP's privacy map charges rho={charged!r} for sensitivity {delta!r} and std {std!r}, more than the "
-            f"Gaussian mechanism's (Δ/s)²/2 = {ideal!r} the accounting assumes; no noise was drawn."
-        )
+    _check_charge(float(m.map(delta)), delta, std, f"std {std!r}")
     out = m(x.reshape(-1).tolist())
     return torch.tensor(out, dtype=torch.float64).reshape(x.shape)
+
+
+MAP_RTOL = 1e-14  # how far OpenDP's (outward-rounded) map may sit above the exact (Δ/s)²/2: float rounding only
+_MAP_ATOL = Fraction(4, 2**1074)  # a subnormal ρ (s > 4.7·10^153·Δ) is rounded in steps of 2^-1074, not relatively
+
+
+def _check_charge(charged: float, delta: float, std: float, what: str) -> None:
+    """Refuses (before any draw) unless OpenDP's map ``charged`` is at most the exact ``(Δ/s)²/2`` plus float rounding.
+
+    The comparison is in exact rationals against the exact ``(Δ/s)²/2`` of the doubles Δ and s, so the
+    only slack needed is for OpenDP's own outward rounding of its map (a few ulps: measured at most
+    1.9·10⁻¹⁶ relative over σ from 10⁻³ to 10⁶, Δ from 10⁻³ to 10³, d from 1 to 10⁸, on both paths),
+    and, for a subnormal ρ, a few units of 2^-1074. :data:`MAP_RTOL` = 10⁻¹⁴ is 50 times the former;
+    it is far below what leaving out the vectorised path's std inflation would cost (4.5·10⁻¹³ at
+    d = 4,096, σ = 3.73), so that mistake is refused.
+    """
+    ideal = Fraction(delta) ** 2 / (2 * Fraction(std) ** 2)
+    if not (math.isfinite(charged) and Fraction(charged) <= ideal * (1 + Fraction(MAP_RTOL)) + _MAP_ATOL):
+        raise PrivacyError(
+            f"OpenDP's privacy map charges rho={charged!r} for sensitivity {delta!r} at {what}, more than the "
+            f"Gaussian mechanism's (Δ/s)²/2 = {float(ideal)!r} the accounting assumes (relative tolerance "
+            f"{MAP_RTOL!r}); no noise was drawn."
+        )
 
 
 # -- the exact vectorised discrete Gaussian (Karney 2016, Algorithm D) on OpenDP's 2^k grid ------------------------
@@ -539,8 +566,15 @@ def grid_parameters(std: float, sensitivity: float, dim: int) -> tuple[int, int]
     ``k = ⌈log₂ s⌉ − GRID_BITS``, and ``σ_g = ⌈s·Δ_k/(Δ·2^k)⌉`` with ``Δ_k`` = :func:`grid_sensitivity`
     ``(Δ, d, k)``, computed in exact rationals and rounded up, so the noise std ``s' = σ_g·2^k`` satisfies
     ``Δ_k/s' ≤ Δ/s``: the rounding of the inputs to ``2^k`` is paid for by a noise larger by a factor
-    ``Δ_k/Δ`` (below ``1 + σ⌈√d⌉·2^(1−GRID_BITS)``, e.g. ``1 + 2·10⁻¹¹`` at σ = 3.73, d = 6.3·10⁶) plus
-    the rounding up of σ_g (at most ``2^(1−GRID_BITS)``), never by a larger ρ.
+    ``Δ_k/Δ`` (below ``1 + σ·√d↑·2^(1−GRID_BITS)``, √d↑ being √d rounded up to a double, e.g.
+    ``1 + 2·10⁻¹¹`` at σ = 3.73, d = 6.3·10⁶) plus the rounding up of σ_g (at most ``2^(1−GRID_BITS)``),
+    never by a larger ρ.
+
+    Raises:
+        PrivacyError: ``k < −1074``; ``k + 53 > 1023`` (``s > 2^1020``: ``σ_g·2^k`` and ``2^(k+53)``, which
+            the exact rounding uses, would leave the float64 range); or ``σ_g ≥ 2^53`` (``Δ_k/Δ`` at least 8,
+            i.e. σ√d of about 4·10¹⁵ or more: ``σ_g·2^k`` would not be exactly the double OpenDP's map
+            is asked about).
 
     Example:
         >>> k, sigma_g = grid_parameters(3.7306, 1.0, 100_010)
@@ -552,23 +586,35 @@ def grid_parameters(std: float, sensitivity: float, dim: int) -> tuple[int, int]
     k = (exponent - 1 if mantissa == 0.5 else exponent) - GRID_BITS  # ⌈log₂ s⌉ − GRID_BITS
     if k < K_MIN:
         raise PrivacyError(f"`std` {std!r} is too small for the {GRID_BITS}-bit grid (k = {k} < {K_MIN}).")
-    return k, math.ceil(Fraction(s) * grid_sensitivity(delta, dim, k) / (Fraction(delta) * Fraction(2) ** k))
+    if k + 53 > 1023:
+        raise PrivacyError(
+            f"`std` must be at most 2^1020 on the {GRID_BITS}-bit grid. Got std={std!r} (k = {k}, k + 53 > 1023: the "
+            f"scale σ_g·2^k would overflow float64); no noise was drawn."
+        )
+    sigma_g = math.ceil(Fraction(s) * grid_sensitivity(delta, dim, k) / (Fraction(delta) * Fraction(2) ** k))
+    if sigma_g >= 2**53:
+        raise PrivacyError(
+            f"the grid scale σ_g (≥ 2^{sigma_g.bit_length() - 1}) is not below 2^53 (std={std!r}, "
+            f"sensitivity={sensitivity!r}, dim={dim!r}: the grid's rounding term 2^k·√d is at least 7Δ), so σ_g·2^k "
+            f"is not an exact double; no noise was drawn."
+        )
+    return k, sigma_g
 
 
 def grid_sensitivity(sensitivity: float, dim: int, k: int) -> Fraction:
-    """``Δ + 2^k·⌈√d⌉`` (exact): the L2 distance two vectors at distance ≤ Δ can have once rounded to ``2^k``.
+    """``Δ + 2^k·√d↑`` (exact; √d↑ is √d rounded up to a double, as OpenDP rounds it): the L2 distance two
+    vectors at distance ≤ Δ can have once rounded to ``2^k``.
 
     Rounding moves each coordinate by at most ``2^(k−1)``, so two rounded vectors differ from the
     difference of the originals by a vector of coordinates at most ``2^k`` in magnitude, of norm at
-    most ``2^k·√d`` (triangle inequality). It is at least OpenDP's own bound :func:`sampler_sensitivity`.
+    most ``2^k·√d ≤ 2^k·√d↑`` (triangle inequality). It is at least OpenDP's own bound
+    :func:`sampler_sensitivity` before that rounds its result up to a double (which adds at most an ulp).
 
     Example:
-        >>> grid_sensitivity(1.0, 10, -3)  # 1 + 4/8
+        >>> grid_sensitivity(1.0, 16, -3)  # 1 + 4/8
         Fraction(3, 2)
     """
-    root = math.isqrt(int(dim))
-    root += root * root < int(dim)  # ⌈√d⌉
-    return Fraction(float(sensitivity)) + Fraction(2) ** int(k) * root
+    return Fraction(float(sensitivity)) + Fraction(2) ** int(k) * Fraction(_sqrt_up(int(dim)))
 
 
 def _grid_gaussian(x: torch.Tensor, std: float, delta: float) -> torch.Tensor:
@@ -580,21 +626,29 @@ def _grid_gaussian(x: torch.Tensor, std: float, delta: float) -> torch.Tensor:
     which is then already a multiple of ``2^k``); ``2^k·z_i`` is a double when ``|z_i| ≤ 2^53``; and an
     IEEE-754 addition rounds the exact sum once, to nearest. The rare ``|z_i| > 2^53`` (beyond 8
     standard deviations) is summed in exact rationals and rounded by ``float(Fraction)``, also once.
+
+    Before any draw it refuses (PrivacyError) what :func:`grid_parameters` refuses, a map of OpenDP's
+    that charges more than ``(Δ/s)²/2`` (:func:`_check_charge`), and values with ``max |x̂_i| + 64·s'``
+    above the largest double (the release could overflow; the noise passes 64 of its stds with
+    probability below 2^-2900). Like the refusal of NaN and inf, that last check reads the values
+    themselves; sums of norm-bounded records never come near it.
     """
     d = x.numel()
-    k, sigma_g = grid_parameters(std, delta, d)
-    scale = math.ldexp(sigma_g, k)  # σ_g·2^k, exact (σ_g < 2^53)
+    k, sigma_g = grid_parameters(std, delta, d)  # k + 53 ≤ 1023 and σ_g < 2^53, else refused here
+    scale = math.ldexp(sigma_g, k)  # σ_g·2^k, exact (σ_g < 2^53) and finite (below 2^(k+53) ≤ 2^1023)
     m = _opendp_measurement(d, scale, k)
-    charged, ideal = float(m.map(delta)), (delta / std) ** 2 / 2
-    if not charged <= ideal * (1 + 1e-12):
-        raise PrivacyError(
-            f"OpenDP's privacy map charges rho={charged!r} for sensitivity {delta!r} at scale {scale!r}, k = {k}, "
-            f"more than the Gaussian mechanism's (Δ/s)²/2 = {ideal!r} the accounting assumes; no noise was drawn."
-        )
+    _check_charge(float(m.map(delta)), delta, std, f"scale {scale!r}, k = {k}")
     v = x.reshape(-1).numpy()
     small = np.abs(v) < math.ldexp(1.0, k + 53)
     with np.errstate(over="ignore"):  # entries too large to scale are not small: np.where keeps them as they are
         grid = np.where(small, np.ldexp(np.rint(np.ldexp(v, -k)), k), v)  # x̂: exact (scaling by 2^±k is exact here)
+    top = float(np.max(np.abs(grid)))  # max |x̂_i|. Below the largest double (exact sum), every |x̂_i + 2^k z_i| with
+    if Fraction(top) + _NOISE_REACH_STDS * Fraction(scale) > Fraction(sys.float_info.max):  # |z_i| ≤ 64σ_g is finite
+        raise PrivacyError(
+            f"the values to noise are too large for std {std!r}: max |x| = {top!r} plus {_NOISE_REACH_STDS} noise "
+            f"stds ({_NOISE_REACH_STDS * scale!r}) exceeds the largest double {sys.float_info.max!r}, so the release "
+            f"could overflow; no noise was drawn."
+        )
     out = np.empty(d, dtype=np.float64)
     for start in range(0, d, _CHUNK):
         z = discrete_gaussian(sigma_g, min(_CHUNK, d - start))
@@ -602,12 +656,13 @@ def _grid_gaussian(x: torch.Tensor, std: float, delta: float) -> torch.Tensor:
         out[start : start + len(z)] = part + np.ldexp(z.astype(np.float64), k)  # z exact when |z| ≤ 2^53
         for t in np.flatnonzero(np.abs(z) > 2**53).tolist():
             out[start + t] = float(Fraction(float(part[t])) + Fraction(int(z[t])) * Fraction(2) ** k)
-    if not bool(np.isfinite(out).all()):
+    if not bool(np.isfinite(out).all()):  # only past 64 noise stds (probability < 2^-2900 per coordinate)
         raise PrivacyError("the noisy values overflowed the float64 range; the inputs are too large to release.")
     return torch.from_numpy(out).reshape(x.shape)
 
 
 _CHUNK = 1 << 20  # coordinates per batch of the vectorised sampler (bounds its memory)
+_NOISE_REACH_STDS = 64  # public bound on |noise| checked before drawing: P(|z| ≥ 64σ_g) ≤ 2e^-2048 < 2^-2900
 
 
 def _uniform_open_closed(n: int) -> np.ndarray:
