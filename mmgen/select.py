@@ -52,11 +52,9 @@ log = logging.getLogger("mmgen.select")
 Features = torch.Tensor | Callable[[int, int], torch.Tensor]
 BATCH_BLOCKS = True  # herd equal-sized table-marginals blocks together (same picks; False: one by one, for tests)
 ROUNDS = 16  # a class's blocks are herded in up to this many rounds, each toward the target corrected for the rounds before
-AUTO_POOL = (1, 2, 8)  # pool="auto" (auto_pool): 1 (i.i.d. draws) for a loud release, 2 for a noisy one, 8 for a quiet one
-LOUD_RELEASE = 0.06  # ν at or above which herding is skipped: chasing a target that is mostly noise fits the noise. On
-# carData/SLID (2-way / 3-way TVD, i.i.d. vs pool 2, seeds 0-1): eps 0.1 (ν 0.22) 0.198 / 0.342 vs 0.215 / 0.382, eps 0.2
-# (ν 0.11) 0.124 / 0.231 vs 0.133 / 0.254, eps 0.3 (ν 0.075) 0.096 / 0.184 vs 0.096 / 0.194, eps 0.5 (ν 0.045) 0.065 /
-# 0.134 vs 0.062 / 0.137, eps 1 (ν 0.025) 0.041 vs 0.032 (herding ahead from here on)
+AUTO_POOL = (2, 8)  # pool="auto" (auto_pool): 2 rows drawn per row kept for a noisy release, 8 for a quiet one
+# (no "loud" branch: on carData/SLID i.i.d. rows beat pool 2 at eps 0.1-0.3 (nu 0.08-0.2: 2-way 0.198 vs 0.215 at eps 0.1),
+# but on ggplot2/diamonds at eps 0.3 (nu 0.12) i.i.d. rows scored 0.058 against 0.032 herded, so it was withdrawn)
 QUIET_RELEASE = 0.007  # ν (release_noise) below which a table-marginals release counts as quiet. Chosen on carData/SLID
 # (2-way TVD, pools 2 / 4 / 8, seeds 0-1): eps 3 (ν 0.0094) 0.0165 / 0.0168 / 0.0172, eps 5 (ν 0.0057) 0.0137 / 0.0123
 # / 0.0120, eps 10 (ν 0.0034) 0.0108 / 0.0087 / 0.0080, eps 30 (ν 0.0015) 0.0088 / 0.0059 / 0.0043; at eps 1 pool 2 was
@@ -314,14 +312,11 @@ def release_noise(release) -> float:
 def auto_pool(release) -> int:
     """The pool factor ``pool="auto"`` picks for a ``table-marginals`` release from its noise ν (:func:`release_noise`).
 
-    1 (the pool is the sample: i.i.d. draws, no herding) when ν ≥ LOUD_RELEASE, 8 when ν < QUIET_RELEASE,
-    else 2. Releases with any other statistic (images, ``table-rff``) get 2, the factor herding was first
-    tuned with.
+    8 when ν < QUIET_RELEASE, else 2. Releases with any other statistic (images, ``table-rff``) get 2,
+    the factor herding was first tuned with.
     """
-    if not all(s.feature_spec.get("name") == "table-marginals" for s in release.statistics):
-        return AUTO_POOL[1]
-    nu = release_noise(release)
-    return AUTO_POOL[0] if nu >= LOUD_RELEASE else AUTO_POOL[2] if nu < QUIET_RELEASE else AUTO_POOL[1]
+    tables = all(s.feature_spec.get("name") == "table-marginals" for s in release.statistics)
+    return AUTO_POOL[1] if tables and release_noise(release) < QUIET_RELEASE else AUTO_POOL[0]
 
 
 def auto_block(n: int, pool: int) -> int:
@@ -344,7 +339,7 @@ def select_herding(trained, release, n: int, *, pool: int | str = "auto", seed: 
         release: the :class:`mmgen.release.Release` it was fitted to (its content hash must match).
         n: rows to return (≥ 1).
         pool: pool rows drawn per row returned (≥ 1; 1: the i.i.d. draws themselves), or ``"auto"``:
-            :func:`auto_pool` of the release (1, 2 or 8 for a loud, noisy or quiet table release).
+            :func:`auto_pool` of the release (2, or 8 for a quiet table release).
         seed: seed of the pool's draws (``None``: fresh randomness).
         progress: log progress (INFO, ``mmgen.select``).
         chunk: rows per chunk of features.

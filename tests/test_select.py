@@ -202,20 +202,20 @@ def test_rounds_toward_the_corrected_target_beat_independent_blocks(slid_fit, mo
 
 def test_auto_pool_follows_the_release_noise(slid_fit):
     from mmgen.data.examples import example_table
-    from mmgen.select import AUTO_POOL, LOUD_RELEASE, QUIET_RELEASE, auto_block, auto_pool, release_noise
+    from mmgen.select import AUTO_POOL, QUIET_RELEASE, auto_block, auto_pool, release_noise
 
     frame, schema = example_table("carData/SLID")
-    noisy, _ = slid_fit  # 1,500 rows at eps 3: nu between the thresholds
+    noisy, _ = slid_fit  # 1,500 rows at eps 3: nu above the threshold
     quiet = mmgen.release(frame, schema=schema, features="table-marginals", epsilon=30.0, delta=DELTA, noise_seed=0)
     loud = mmgen.release(frame, schema=schema, features="table-marginals", epsilon=0.1, delta=DELTA, noise_seed=0)
-    assert release_noise(loud) >= LOUD_RELEASE > release_noise(noisy) > QUIET_RELEASE > release_noise(quiet) > 0
-    assert (auto_pool(loud), auto_pool(noisy), auto_pool(quiet)) == AUTO_POOL
+    assert release_noise(loud) > release_noise(noisy) > QUIET_RELEASE > release_noise(quiet) > 0
+    assert (auto_pool(loud), auto_pool(noisy), auto_pool(quiet)) == (AUTO_POOL[0], AUTO_POOL[0], AUTO_POOL[1])
     # nu is the noise norm over the mean embedding: ten times the epsilon-scale noise, about ten times nu
     loud = mmgen.release(frame, schema=schema, features="table-marginals", epsilon=3.0, delta=DELTA, noise_seed=0)
     assert 5 < release_noise(loud) / release_noise(quiet) < 15
     images = mmgen.release(torch.rand(200, 1, 8, 8), torch.arange(200) % 2, features="rff", epsilon=1e6, n_classes=2,
                            delta=DELTA, noise_seed=0)  # fmt: skip
-    assert auto_pool(images) == AUTO_POOL[1]  # the rule was chosen on table releases only
+    assert auto_pool(images) == AUTO_POOL[0]  # the rule was chosen on table releases only
     assert [auto_block(n, p) for n, p in ((5_000, 8), (200_000, 2), (200_000, 8), (10**7, 8))] == [1000, 1000, 250, 250]
 
 
