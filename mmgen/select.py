@@ -372,7 +372,7 @@ def select_herding(trained, release, n: int, *, pool: int | str = "auto", seed: 
         block = auto_block(n, pool)
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise MMGenError(f"`block` must be an integer ≥ 1 or 'auto'. Got {block!r}.")
-    if progress:
+    if progress and pool > 1:
         log.info("herding %d rows from a pool of %d × n in blocks of at most %d rows", n, pool, block)
     weights = trained.train_config.statistic_weights or (1.0,) * len(release.statistics)
     props = release.class_proportions()
