@@ -26,7 +26,7 @@ seed and method:
 * ``mmgen:table-marginals`` (``+herding``: the rows herded from a pool of 2 × n generated
   rows toward the release, 8 × n when the release is quiet (``mmgen.select.auto_pool``),
   post-processing), ``mmgen:table-rff`` (off by default):
-  release → fit (the CLI's table defaults, 20 × 50 steps of 500 rows) → sample;
+  release → fit (the CLI's table defaults, 20 × 50 steps of 250 rows) → sample;
 * ``mst``, ``aim``: smartnoise-synth 1.0.8 in its own virtual environment
   (``benchmarks/anchors``) on the same rows binned by the same schema (``Schema.codes``,
   the declared bins; no budget spent on the domain), sampled back to values uniformly
@@ -228,6 +228,8 @@ def _reset_peak() -> bool:
 def child(job: dict) -> dict:
     """One (table, method, ε, seed): loads the table, runs the method, measures it, scores it."""
     import torch
+    import torch._dynamo  # noqa: F401  (torch's optimiser imports it on its first step: ~1 s of imports, kept out of
+    # the timer as the anchors' imports are)
 
     torch.set_num_threads(1)
     schema, train, test, target = load(job["table"])
@@ -358,7 +360,8 @@ def markdown(res: dict) -> str:
         "values and row number; "
         "each method sees the other rows only and makes as many rows. Each method runs single-threaded "
         "(OMP/MKL/OpenBLAS threads 1, `torch.set_num_threads(1)`, XLA's CPU thread pool off) in a process of its "
-        "own. **wall s**: mmgen: release + fit + sample (+ herding); MST/AIM: fit + sample as timed inside "
+        "own. **wall s**: mmgen: release + fit + sample (+ herding), imports not counted (torch's lazy optimiser "
+        "imports done before the timer); MST/AIM: fit + sample as timed inside "
         "smartnoise's process (imports not counted). **peak MiB**: the peak resident memory of that process "
         "while the method runs, its libraries and data included (mmgen: VmHWM reset after the imports and the "
         "table's loading; MST/AIM: the whole smartnoise process). **DCR share**: synthetic rows strictly closer to a "

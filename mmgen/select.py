@@ -86,6 +86,7 @@ def herd(
     replace: bool = False,
     chunk: int = 4096,
     progress: bool = False,
+    projections: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Greedy kernel herding of ``n`` pool rows toward a target mean embedding.
 
@@ -100,6 +101,8 @@ def herd(
         replace: allow a row to be picked more than once (see the module docstring).
         chunk: rows per chunk of features.
         progress: log progress (INFO, ``mmgen.select``) every ~10 s.
+        projections: ``(‖φ_i‖², ⟨φ_i, target⟩)`` ((M,) float64 each) when the caller has them cheaper than a
+            pass over ``features`` (code-based table rows); default computed from ``features``.
 
     Returns:
         (n,) int64 Tensor: the picked pool indices, in the order picked.
@@ -118,7 +121,7 @@ def herd(
     if not replace and n > size:
         raise MMGenError(f"Cannot pick {n} distinct rows from a pool of {size}; use a larger pool or replace=True.")
     target = target.to(torch.float64).reshape(-1)
-    norms, h = _norms_and_projections(features, target, size, chunk)
+    norms, h = _norms_and_projections(features, target, size, chunk) if projections is None else projections
     if gram_column is None:
         if isinstance(features, torch.Tensor):
             def gram_column(j):
@@ -156,6 +159,40 @@ def _norms_and_projections(features: Features, target: torch.Tensor, size: int, 
             raise MMGenError(f"Expected feature chunks of shape (rows, {len(target)}). Got {tuple(f.shape)}.")
         norms[a : a + len(f)] = (f * f).sum(dim=1)
         h[a : a + len(f)] = f @ target  # (rows, D) @ (D,)
+    return norms, h
+
+
+def _codes_projections(fmap, fine: torch.Tensor, coarse: torch.Tensor, target: torch.Tensor):
+    """``(‖φ_i‖², ⟨φ_i, m⟩)`` of well-formed ``table-marginals`` rows from their codes ((K, M) each), float64.
+
+    A well-formed row's φ is ``scale_`` times ``v_k`` at its cell of each column k and ``√a_k √a_l`` at its
+    bin pair of each pair (k, l) (:meth:`~mmgen.features.TableMarginals.one_hot_cells`), so ``⟨φ_i, m⟩`` is a
+    gather of K + P entries of m (never a dense (M, D) pass) and ``‖φ_i‖² = scale_²·(Σ v_k² + Σ a_k a_l) = 1``.
+    """
+    if len(target) != fmap.output_dim:
+        raise MMGenError(f"Expected a target of {fmap.output_dim} entries for this table-marginals map. Got {len(target)}.")
+    h = torch.zeros(fine.shape[1], dtype=torch.float64)
+    pos = 0
+    for k, (v, cells) in enumerate(zip(fmap.one_way_weights_, fmap.cells_)):
+        h += v * target[pos + fine[k].long()]
+        pos += cells
+    for i, j in fmap.pairs_:
+        h += (fmap.pair_weights_[i] * fmap.pair_weights_[j]) * target[pos + coarse[i].long() * fmap.bins_[j]
+                                                                     + coarse[j].long()]  # fmt: skip
+        pos += fmap.bins_[i] * fmap.bins_[j]
+    norm = fmap.scale_**2 * (sum(v * v for v in fmap.one_way_weights_)
+                             + sum((fmap.pair_weights_[i] * fmap.pair_weights_[j]) ** 2 for i, j in fmap.pairs_))  # fmt: skip
+    return torch.full_like(h, norm), fmap.scale_ * h
+
+
+def _block_projections(parts: list, fmaps: list, goal: torch.Tensor):
+    """``(‖φ_i‖², ⟨φ_i, goal⟩)`` of a block whose statistics are all code-based: each statistic's share, weighted
+    as the herding features (``√w`` times φ, so ``w``·norm and ``√w``·projection on its slice of ``goal``)."""
+    norms, h, pos = 0.0, 0.0, 0
+    for (_, w, (codes, *_)), f in zip(parts, fmaps):
+        d = f.output_dim
+        nk, hk = _codes_projections(f, codes[0], codes[1], goal[pos : pos + d])
+        norms, h, pos = norms + w * nk, h + math.sqrt(w) * hk, pos + d
     return norms, h
 
 
@@ -433,16 +470,18 @@ def select_herding(trained, release, n: int, *, pool: int | str = "auto", seed: 
         batchable: dict[int, list[int]] = {}  # equal-sized code-based blocks of this round, herded together
         for i in blocks:
             c, nc, _, x, _, parts, features, _ = prepared[i]
-            if BATCH_BLOCKS and all(kind == "codes" for kind, _, _ in parts):
+            coded = all(kind == "codes" for kind, _, _ in parts)
+            if BATCH_BLOCKS and coded:
                 batchable.setdefault(nc, []).append(i)
             else:
                 picks[i] = herd(features, goal[c], nc, size=len(x), gram_column=_gram_from_parts(parts, len(x)),
-                                chunk=chunk, progress=progress)  # fmt: skip
+                                chunk=chunk, progress=progress,
+                                projections=_block_projections(parts, fmaps, goal[c]) if coded else None)  # fmt: skip
         for nc, group in batchable.items():
             scores, h2s = [], []
             for i in group:
-                c, _, _, x, _, _, features, _ = prepared[i]
-                norms, h = _norms_and_projections(features, goal[c], len(x), chunk)
+                c, _, _, _, _, parts, _, _ = prepared[i]
+                norms, h = _block_projections(parts, fmaps, goal[c])
                 scores.append(norms - 2.0 * h)
                 h2s.append(2.0 * h)
             parts_b = []

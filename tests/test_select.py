@@ -8,7 +8,8 @@ import torch
 import mmgen
 import mmgen.select as select_module
 from mmgen.errors import MMGenError
-from mmgen.select import _codes_part, _gram_from_parts, _table_codes, embedding_error, herd, select_herding
+from mmgen.select import (_codes_part, _codes_projections, _gram_from_parts, _norms_and_projections, _table_codes,
+                          embedding_error, herd, select_herding)  # fmt: skip
 
 DELTA = 1e-5
 
@@ -84,6 +85,22 @@ def test_code_gram_equals_dense_gram(slid_fit):
     dense = _gram_from_parts([("dense", 2.0, phi)], 200)
     for j in (0, 17, 199):
         assert torch.allclose(sparse(j), dense(j), atol=1e-12)
+
+
+def test_code_projections_equal_dense_ones(slid_fit):
+    """Norms and target projections gathered from codes equal a dense pass over the features (fine ≠ coarse codes)."""
+    rel, trained = slid_fit
+    f, m = rel.feature_map(), rel.mean_embeddings()[0]
+    x = trained.generator.sample(torch.zeros(300, dtype=torch.long), generator=torch.Generator().manual_seed(1))
+    fine, coarse = _table_codes(f, x)
+    assert not torch.equal(fine, coarse)  # SLID's numbers: 129 fine cells inside 16-17 coarse bins
+    target = m + 0.01 * torch.randn(len(m), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    norms, h = _codes_projections(f, fine, coarse, target)
+    dense_norms, dense_h = _norms_and_projections(f(x.double()), target, 300, 64)
+    assert torch.allclose(norms, dense_norms, atol=1e-12) and torch.allclose(h, dense_h, atol=1e-12)
+    assert h.std() > 0  # rows differ: a constant would not test the gather
+    with pytest.raises(MMGenError, match="entries"):
+        _codes_projections(f, fine, coarse, target[:-1])
 
 
 def test_takes_a_release_and_a_generator_only(slid_fit):

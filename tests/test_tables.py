@@ -539,3 +539,19 @@ def test_a_release_spec_without_weighting_reads_as_the_equal_weights_it_was_made
     assert old.config.weighting == "equal" and old.scale_ == pytest.approx(1 / math.sqrt(6 + 15))
     assert torch.equal(old.entry_scale(), torch.full((old.output_dim,), old.scale_, dtype=torch.float64))
     assert from_spec(new.spec()).config.weighting == "cells"
+
+
+def test_drawn_cells_follow_the_head_probabilities_and_never_a_zero_one():
+    """The generator's draws (inverse CDF): a zero-probability category never appears, the others at their rates."""
+    from mmgen.generators.base import GeneratorConfig
+    from mmgen.generators.tabular import TableGenerator
+
+    config = GeneratorConfig(kind="table", input_shape=(4,), n_classes=1, layout=(("categorical", 4, 4),))
+    gen = TableGenerator(config)
+    logits = torch.log(torch.tensor([[0.5, 0.0, 0.3, 0.2]], dtype=torch.float64)).repeat(40_000, 1)
+    rows = gen._draw(logits, torch.Generator().manual_seed(0))
+    counts = rows.sum(dim=0)
+    assert rows.shape == (40_000, 4) and torch.equal(rows.sum(dim=1), torch.ones(40_000, dtype=rows.dtype))
+    assert counts[1] == 0
+    expected = torch.tensor([0.5, 0.0, 0.3, 0.2], dtype=torch.float64) * 40_000
+    assert ((counts - expected).abs() <= 4 * expected.clamp(min=1).sqrt()).all()  # within 4 standard deviations
