@@ -25,3 +25,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) mmgen-demo .pytest_cache
+
+# dpmm anchors (benchmarks/tabular.py --methods dpmm-aim,dpmm-mst): their own venv, .venv-dpmm,
+# from the pinned lock benchmarks/anchors/dpmm_requirements.txt (network at install time only)
+.PHONY: anchors-dpmm
+anchors-dpmm:
+	$(PYTHON) -m benchmarks.anchors.env dpmm

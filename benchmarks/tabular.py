@@ -190,15 +190,24 @@ def run_mmgen(features: str, schema, train, eps: float, seed: int, info: dict | 
     return synth, time.perf_counter() - t0
 
 
+ANCHOR_METHODS = ("mst", "aim", "dpmm-aim", "dpmm-mst")  # dpmm-*: dpmm 0.1.9 in .venv-dpmm (benchmarks/anchors)
+
+
 def run_anchor(method: str, schema, train, eps: float, seed: int, timeout: float):
     """(synthetic frame, the runner's record: fit_seconds, sample_seconds, wall_seconds of the process)."""
     import pandas as pd
 
     from anchors.env import run_anchor as run
 
+    workdir = ROOT / ".bench-work" / "tabular"
+    if method.startswith("dpmm-"):  # the raw rows and the declared bounds/categories; dpmm bins numbers itself (PrivTree)
+        from anchors.env import dpmm_domain, dpmm_frame, dpmm_rows, run_dpmm
+
+        out, record = run_dpmm(method[len("dpmm-"):], dpmm_rows(train, schema), dpmm_domain(schema), eps, DELTA, seed,
+                               len(train), workdir, timeout=timeout, root=ROOT)  # fmt: skip
+        return schema.decode(*schema.encode(dpmm_frame(out, schema))), record  # the schema's dtypes, as from_codes gives
     codes = pd.DataFrame(schema.codes(train), columns=schema.names)
     domain = {c.name: c.n_codes for c in schema.columns}
-    workdir = ROOT / ".bench-work" / "tabular"
     out, record = run(method, codes, domain, eps, DELTA, seed, len(train), workdir, timeout=timeout, root=ROOT)
     return schema.from_codes(out[schema.names].to_numpy(), seed=seed), record
 
@@ -505,7 +514,7 @@ def main() -> None:
     ap.add_argument("--tables", default=",".join(TABLES), help=f"comma list (default: all: {','.join(TABLES)})")
     ap.add_argument("--epsilons", default="0.3,1,3")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--methods", default=DEFAULT_METHODS, help="comma list of mmgen:FEATURES[+herding], mst, aim")
+    ap.add_argument("--methods", default=DEFAULT_METHODS, help="comma list of mmgen:FEATURES[+herding], mst, aim, dpmm-aim, dpmm-mst")
     ap.add_argument("--floor", action="store_true", help="add the noise-free floor: mmgen's methods at eps = 1e5 (not a zero-noise release)")
     ap.add_argument("--quick", action="store_true", help="eps = 1 and seed 0 only")
     ap.add_argument("--no-write", action="store_true", help="print the merged Markdown; write nothing")
@@ -525,9 +534,9 @@ def main() -> None:
     eps_list = [1.0] if args.quick else [float(e) for e in args.epsilons.split(",")]
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in methods if not (m.startswith("mmgen:") or m in ("mst", "aim"))]
+    bad = [m for m in methods if not (m.startswith("mmgen:") or m in ANCHOR_METHODS)]
     if bad:
-        ap.error(f"unknown method(s) {bad}; use mmgen:FEATURES[+herding], mst or aim")
+        ap.error(f"unknown method(s) {bad}; use mmgen:FEATURES[+herding] or one of {', '.join(ANCHOR_METHODS)}")
     write = not args.no_write
     res = read_results() if write else {}
     if args.only_scale or args.scale:
