@@ -81,6 +81,7 @@ DATA_NAME = "fashion-mnist-augmented"
 FULL = {"records": 1_000_000, "baseline": BASE_RECORDS, "table_rows": 1_000_000, "table_baseline": 254_654}
 QUICK = {"records": 20_000, "baseline": 6_000, "table_rows": 60_000, "table_baseline": 20_000}
 MARK = "@@scale "  # a child's result line
+CHILD_TIMEOUT_S = 3600  # a release process that takes longer has hung
 RESULTS_JSON = ROOT / "docs" / "results" / "scale.json"
 RESULTS_MD = ROOT / "docs" / "scale.md"
 MD_INTRO = "# Scale\n\nWritten by `benchmarks/scale.py`.\n\n## Results\n\n"
@@ -258,7 +259,7 @@ def run_child(job: dict) -> dict:
     env = {**os.environ, **_thread_env(job["threads"])}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+                          capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S)  # fmt: skip
     process_s = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
     if proc.returncode != 0 or not lines:
@@ -312,7 +313,7 @@ def run_torchrun(records: int, out_dir: Path, save_sums: Path, nproc: int = 2) -
     job = {"records": records, "noise_seed": NOISE_SEED, "out_dir": str(out_dir), "save_sums": str(save_sums)}
     cmd = _torchrun() + ["--standalone", f"--nproc_per_node={nproc}", str(Path(__file__).resolve()), "--rank-worker", json.dumps(job)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **_thread_env(1)})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **_thread_env(1)}, timeout=CHILD_TIMEOUT_S)
     command_s = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
@@ -510,19 +511,24 @@ def read_previous(path: Path = RESULTS_JSON) -> dict:
 
 def run(parts=PARTS, quick: bool = False, records: int | None = None, baseline: int | None = None,
         table_rows: int | None = None, table_baseline: int | None = None, torchrun_records: int | None = None,
-        threads: int = 2, single_threads=(1, 2)) -> dict:  # fmt: skip
-    """Runs the chosen parts at the given (or the default, or the quick) sizes; returns ``{part: figures}``."""
+        threads: int = 2, single_threads=(1, 2), done=None) -> dict:  # fmt: skip
+    """Runs the chosen parts at the given (or the default, or the quick) sizes; returns ``{part: figures}``.
+
+    ``done(figures)``, if given, is called after each part with the figures so far (to write them at once).
+    """
     sizes = dict(QUICK if quick else FULL)
     for key, val in (("records", records), ("baseline", baseline), ("table_rows", table_rows), ("table_baseline", table_baseline)):
         if val is not None:
             sizes[key] = val
+    jobs = {"image": lambda: image_part(sizes["records"], sizes["baseline"], threads),
+            "table": lambda: table_part(sizes["table_rows"], sizes["table_baseline"], threads),
+            "torchrun": lambda: torchrun_part(torchrun_records or sizes["records"], single_threads)}  # fmt: skip
     out = {}
-    if "image" in parts:
-        out["image"] = image_part(sizes["records"], sizes["baseline"], threads)
-    if "table" in parts:
-        out["table"] = table_part(sizes["table_rows"], sizes["table_baseline"], threads)
-    if "torchrun" in parts:
-        out["torchrun"] = torchrun_part(torchrun_records or sizes["records"], single_threads)
+    for name in PARTS:
+        if name in parts:
+            out[name] = jobs[name]()
+            if done is not None:
+                done(out)
     return out
 
 
@@ -558,15 +564,19 @@ def main() -> None:
     if "torchrun" in parts and shutil.which(_torchrun()[0]) is None:
         ap.error("torchrun not found next to this Python")
     single = tuple(int(t) for t in args.single_threads.split(",") if t)
-    got = run(parts, args.quick, args.records, args.baseline, args.table_rows, args.table_baseline, args.torchrun_records,
-              args.threads, single)  # fmt: skip
-    res = results(got, args.quick, None if args.no_write else read_previous())
-    table = markdown(res)
-    if not args.no_write:
-        from results_block import write_results
+    previous = None if args.no_write else read_previous()
 
-        write_results(res, table, RESULTS_JSON, RESULTS_MD, MD_INTRO)
-    print(table)
+    def write(got: dict) -> None:  # after every part: an interrupted run keeps the parts it finished
+        if not args.no_write:
+            from results_block import write_results
+
+            res = results(got, args.quick, previous)
+            write_results(res, markdown(res), RESULTS_JSON, RESULTS_MD, MD_INTRO)
+
+    got = run(parts, args.quick, args.records, args.baseline, args.table_rows, args.table_baseline, args.torchrun_records,
+              args.threads, single, done=write)  # fmt: skip
+    res = results(got, args.quick, previous)
+    print(markdown(res))
     bad_sums = [k for k, v in res.get("torchrun", {}).get("sums_equal", {}).items() if not v and k.startswith("torchrun")]
     if "torchrun" in got and bad_sums:
         sys.exit(f"the 2-process release's sums differ from the one-process release's: {bad_sums}")
