@@ -26,7 +26,7 @@ seed and method:
 * ``mmgen:table-marginals`` (``+herding``: the rows herded from a pool of 2 × n generated
   rows toward the release, 8 × n when the release is quiet (``mmgen.select.auto_pool``),
   post-processing), ``mmgen:table-rff`` (off by default):
-  release → fit (the CLI's table defaults, 20 × 50 steps of 250 rows) → sample;
+  release → fit (the CLI's table defaults, 20 × 50 steps of 500 rows) → sample;
 * ``mst``, ``aim``: smartnoise-synth 1.0.8 in its own virtual environment
   (``benchmarks/anchors``) on the same rows binned by the same schema (``Schema.codes``,
   the declared bins; no budget spent on the domain), sampled back to values uniformly

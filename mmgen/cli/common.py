@@ -38,9 +38,9 @@ FIT_DEFAULTS = {"epochs": 6, "steps_per_epoch": 100, "batch_size": 200, "conv_wi
 # TVD of herded rows against the training rows, eps = 1 and 3, seeds 0 and 1; docs/tabular.md), never on a
 # reported table: 20 x 50 steps of 500 rows matched 20 x 100 steps of 1,000 rows (within the seed-to-seed
 # spread) at a quarter of the time; 20 x 25 steps of 1,000 rows lost about 10 % at eps = 3 and doubled the floor.
-# With herded rows (2-way TVD, seeds 0-1, pool 2), steps of 250 rows matched steps of 500 at half the time: eps 1
-# 0.0366 vs 0.0371, eps 3 0.0182 vs 0.0184; 10 x 50 steps of 500 lost 9 % at eps 3 (0.0201), 20 x 30 of 250 3 %.
-TABLE_FIT_DEFAULTS = {"epochs": 20, "steps_per_epoch": 50, "batch_size": 250}
+# Steps of 250 rows matched steps of 500 on SLID with herded rows (2-way TVD, seeds 0-1: eps 1 0.0366 vs 0.0371, eps 3
+# 0.0182 vs 0.0184) at half the time, but were withdrawn: on ggplot2/diamonds (eps 1, seed 0) they cost 0.036 vs 0.022.
+TABLE_FIT_DEFAULTS = {"epochs": 20, "steps_per_epoch": 50, "batch_size": 500}
 
 
 # `mmgen vae`'s defaults: mmgen.vae.VAEConfig's (see docs/vae.md for how they were chosen).
