@@ -30,7 +30,11 @@ seed and method:
 * ``mst``, ``aim``: smartnoise-synth 1.0.8 in its own virtual environment
   (``benchmarks/anchors``) on the same rows binned by the same schema (``Schema.codes``,
   the declared bins; no budget spent on the domain), sampled back to values uniformly
-  inside their bins (``Schema.from_codes``).
+  inside their bins (``Schema.from_codes``);
+* ``dpmm-aim``, ``dpmm-mst`` (not in the default list): dpmm 0.1.9 in its own virtual environment
+  (``benchmarks/anchors``, ``make anchors-dpmm``) on the RAW released rows with the declared bounds
+  and categories: it spends 0.1 × ε on PrivTree bins of the numbers and 0.9 × ε, δ on the model (it
+  reads the row count without noise: see benchmarks/anchors/README.md).
 
 Every method runs in a process of its own, single-threaded (``OMP_NUM_THREADS``,
 ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` = 1, ``torch.set_num_threads(1)``, XLA's
