@@ -62,6 +62,8 @@ QUIET_RELEASE = 0.007  # ν (release_noise) below which a table-marginals releas
 HERDING_WORK = 400_000_000  # block="auto": n·pool·block candidate rows scanned at most (herding 200,000 rows at pool 2 in
 # blocks of 1,000, about 20 s on one core); the block shrinks to keep a large pool at that cost, never below MIN_BLOCK
 MIN_BLOCK = 250  # on SLID at eps 10, pool 8 in blocks of 250 scored as in blocks of 1,000 (0.0076 both)
+DISTINCT = 0.8  # herd a round's pools as their distinct rows (with their numbers of copies: the same picks) when
+# these are at most this share of the pool (AER/Fertility: about 920 distinct rows in 2,000); 0: never
 DEFAULT_BLOCK = 1_000  # rows herded at once (cost O(pool·block) per row). On carData/SLID at eps = 10, blocks of 1,000
 # in rounds with the corrected target scored 2-way TVD 0.0103 against 0.0095 for one block of its 5,946 rows and 0.0139
 # for independent blocks of 1,000 (docs/tabular.md); equal blocks of a round are herded together (_herd_codes_batched)
@@ -196,7 +198,8 @@ def _block_projections(parts: list, fmaps: list, goal: torch.Tensor):
     return norms, h
 
 
-def _herd_codes_batched(score: torch.Tensor, h2: torch.Tensor, parts: list, n: int, progress: bool = False) -> torch.Tensor:
+def _herd_codes_batched(score: torch.Tensor, h2: torch.Tensor, parts: list, n: int, progress: bool = False,
+                        copies: tuple | None = None) -> torch.Tensor:
     """Herding of ``n`` rows in B pools at once, every statistic a ``table-marginals`` map (Gram columns from codes).
 
     The same arithmetic, pool by pool, as :func:`herd` with :func:`_gram_from_parts` (each pool's picks are
@@ -209,27 +212,67 @@ def _herd_codes_batched(score: torch.Tensor, h2: torch.Tensor, parts: list, n: i
         parts: per statistic ``(w, groups, two_way, scale²)``, ``groups`` from :func:`_code_groups` on the (B, K, M)
             codes of the B pools.
         n: rows to pick per pool (≤ M).
+        copies: ``(left, start, order)`` when the M entries are each pool's *distinct* rows (:func:`_distinct`):
+            (B, M) copies of each, where its copies' pool indices start in ``order`` ((B, M_pool), the pool's
+            indices grouped by distinct row, ascending). A distinct row stays a candidate until its copies run
+            out, and ties go to the lowest pool index, so the picks equal herding the pool itself.
 
     Returns:
-        (B, n) int64: each pool's picks, in order.
+        (B, n) int64: each pool's picks (pool indices), in order.
     """
     b, m = score.shape
     rows = torch.arange(b)
     out = torch.empty(b, n, dtype=torch.long)
+    if copies is not None:
+        left, start, order = (t.clone() for t in copies)
+        never = order.shape[1]  # above every pool index
+        nxt = torch.where(left > 0, torch.gather(order, 1, start.clamp(max=never - 1)), never)
     last = time.monotonic()
     for t in range(n):
-        j = torch.argmin(score, dim=1)
-        out[:, t] = j
+        if copies is None:
+            j = torch.argmin(score, dim=1)
+            out[:, t] = j
+        else:  # the lowest pool index among the rows of the lowest score, as argmin over the pool picks
+            low = score.min(dim=1, keepdim=True).values
+            j = torch.where(score == low, nxt, never).argmin(dim=1)
+            out[:, t] = nxt[rows, j]
         column = torch.zeros(b, m, dtype=torch.float64)
         for w, groups, two_way, scale2 in parts:
             column += (w * scale2) * _codes_column(groups, two_way, rows, j)
         score += 2.0 * column
         score -= h2
-        score[rows, j] = math.inf
+        if copies is None:
+            score[rows, j] = math.inf
+        else:
+            left[rows, j] -= 1
+            start[rows, j] += 1
+            gone = left[rows, j] == 0
+            nxt[rows, j] = torch.where(gone, never, order[rows, start[rows, j].clamp(max=never - 1)])
+            score[rows[gone], j[gone]] = math.inf
         if progress and time.monotonic() - last > 10.0:
             last = time.monotonic()
             log.info("herding: %d of %d rows picked in each of %d blocks", t + 1, n, b)
     return out
+
+
+def _distinct(keys: torch.Tensor):
+    """Each pool's distinct rows: ``keys`` (B, K, M) codes → ``(first, left, start, order)``, (B, U) the pool
+    index of each distinct row's first copy (padded with 0), its number of copies (0 for padding) and where its
+    copies start in ``order`` ((B, M): pool indices grouped by distinct row, ascending)."""
+    b, _, m = keys.shape
+    found = [torch.unique(keys[i], dim=1, return_inverse=True, return_counts=True)[1:] for i in range(b)]
+    u = max(len(c) for _, c in found)
+    first = torch.zeros(b, u, dtype=torch.long)
+    left = torch.zeros(b, u, dtype=torch.long)
+    start = torch.zeros(b, u, dtype=torch.long)
+    order = torch.empty(b, m, dtype=torch.long)
+    index = torch.arange(m)
+    for i, (inverse, counts) in enumerate(found):
+        first[i, : len(counts)] = torch.full((len(counts),), m).scatter_reduce(0, inverse, index, "amin")
+        left[i, : len(counts)] = counts
+        start[i, : len(counts)] = counts.cumsum(0) - counts
+        order[i] = torch.argsort(inverse * m + index)
+    return first, left, start, order
 
 
 def _shared_batched(codes: torch.Tensor, rows: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -484,12 +527,21 @@ def select_herding(trained, release, n: int, *, pool: int | str = "auto", seed: 
                 norms, h = _block_projections(parts, fmaps, goal[c])
                 scores.append(norms - 2.0 * h)
                 h2s.append(2.0 * h)
+            codes = [(torch.stack([prepared[i][5][k][2][0][0] for i in group]),  # (B, K, M) fine, coarse
+                      torch.stack([prepared[i][5][k][2][0][1] for i in group])) for k in range(len(fmaps))]
+            score, h2, copies = torch.stack(scores), torch.stack(h2s), None
+            if DISTINCT:  # herd the distinct rows with their numbers of copies when there are few enough
+                first, left, start, order = _distinct(torch.cat([torch.cat(fc, dim=1) for fc in codes], dim=1))
+                if first.shape[1] <= DISTINCT * score.shape[1]:
+                    copies = (left, start, order)
+                    score = torch.where(left > 0, score.gather(1, first), math.inf)
+                    h2 = h2.gather(1, first)
+                    pick = first[:, None, :].expand(-1, codes[0][0].shape[1], -1)
+                    codes = [(f.gather(2, pick), c.gather(2, pick)) for f, c in codes]
             parts_b = []
             for k, (_, w, (_, two_way, scale2, v2, a)) in enumerate(prepared[group[0]][5]):
-                fines = torch.stack([prepared[i][5][k][2][0][0] for i in group])  # (B, K, M)
-                coarses = torch.stack([prepared[i][5][k][2][0][1] for i in group])
-                parts_b.append((w, _code_groups(fines, coarses, v2, a), two_way, scale2))
-            out = _herd_codes_batched(torch.stack(scores), torch.stack(h2s), parts_b, nc, progress=progress)
+                parts_b.append((w, _code_groups(codes[k][0], codes[k][1], v2, a), two_way, scale2))
+            out = _herd_codes_batched(score, h2, parts_b, nc, progress=progress, copies=copies)
             for i, idx in zip(group, out):
                 picks[i] = idx
         for i in blocks:  # what this round picked, for the next round's correction

@@ -103,6 +103,32 @@ def test_code_projections_equal_dense_ones(slid_fit):
         _codes_projections(f, fine, coarse, target[:-1])
 
 
+def test_distinct_rows_herd_as_the_pool_does():
+    """Herding distinct rows with their copies picks exactly what herding the pool picks (a pool full of repeats,
+    ties between different rows included), every pick a real pool index, each at most once."""
+    from mmgen.select import _code_groups, _distinct, _herd_codes_batched
+
+    gen = torch.Generator().manual_seed(0)
+    b, k, m, n = 3, 4, 300, 120
+    fine = torch.randint(0, 3, (b, k, m), generator=gen, dtype=torch.int16)  # 81 possible rows: many repeats
+    coarse = fine // 2
+    h = torch.rand(b, m, generator=gen, dtype=torch.float64).round(decimals=1)  # coarse values: exact ties
+    key = torch.cat([fine, coarse], dim=1)
+    same = (key[:, :, :, None] == key[:, :, None, :]).all(dim=1)  # (B, M, M): rows with the same codes
+    h = torch.stack([h[i][same[i].float().argmax(dim=0)] for i in range(b)])  # equal codes -> equal projections
+    score, h2 = 1.0 - 2.0 * h, 2.0 * h
+    v2, a = [1.0, 0.5, 2.0, 1.0], [1.0, 1.5, 1.0, 0.5]
+    plain = _herd_codes_batched(score.clone(), h2, [(1.0, _code_groups(fine, coarse, v2, a), True, 0.3)], n)
+    first, left, start, order = _distinct(key)
+    assert first.shape[1] < m / 2
+    pick = first[:, None, :].expand(-1, k, -1)
+    groups = _code_groups(fine.gather(2, pick), coarse.gather(2, pick), v2, a)
+    distinct = _herd_codes_batched(torch.where(left > 0, score.gather(1, first), torch.inf), h2.gather(1, first),
+                                   [(1.0, groups, True, 0.3)], n, copies=(left, start, order))  # fmt: skip
+    assert torch.equal(plain, distinct)
+    assert all(len(set(row.tolist())) == n for row in distinct)
+
+
 def test_takes_a_release_and_a_generator_only(slid_fit):
     rel, trained = slid_fit
     params = list(inspect.signature(select_herding).parameters)
@@ -127,9 +153,10 @@ def test_a_broken_selector_fails_the_threshold(slid_fit, monkeypatch):
         m = size if size is not None else len(features)
         return torch.randperm(m, generator=torch.Generator().manual_seed(5))[:n]
 
-    def random_batched(score, h2, parts, n, progress=False):
+    def random_batched(score, h2, parts, n, progress=False, copies=None):
         gen = torch.Generator().manual_seed(5)
-        return torch.stack([torch.randperm(score.shape[1], generator=gen)[:n] for _ in range(score.shape[0])])
+        m = score.shape[1] if copies is None else copies[2].shape[1]  # the pool's size
+        return torch.stack([torch.randperm(m, generator=gen)[:n] for _ in range(score.shape[0])])
 
     monkeypatch.setattr(select_module, "herd", random_indices)
     monkeypatch.setattr(select_module, "_herd_codes_batched", random_batched)
@@ -137,9 +164,12 @@ def test_a_broken_selector_fails_the_threshold(slid_fit, monkeypatch):
     assert _ratio(rel, trained, x, y) >= 0.8
 
 
-def test_blocks_herded_together_pick_what_each_would_pick_alone(slid_fit, monkeypatch):
-    """The batched loop (every block of one size at once) equals herding each block alone with its Gram columns."""
+@pytest.mark.parametrize("distinct", [0.0, 1.0])
+def test_blocks_herded_together_pick_what_each_would_pick_alone(slid_fit, monkeypatch, distinct):
+    """The batched loop (every block of one size at once), on the pools or on their distinct rows with their numbers
+    of copies, equals herding each block alone with its Gram columns."""
     rel, trained = slid_fit
+    monkeypatch.setattr(select_module, "DISTINCT", distinct)
     together = select_herding(trained, rel, 333, pool=2, seed=3, block=50)  # 7 blocks of 47-48 rows, batched
     monkeypatch.setattr(select_module, "BATCH_BLOCKS", False)
     monkeypatch.setattr(select_module, "_herd_codes_batched", None)  # any use of the batched loop would now fail
