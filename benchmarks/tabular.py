@@ -374,10 +374,10 @@ def markdown(res: dict) -> str:
         "each method sees the other rows only and makes as many rows. Each method runs single-threaded "
         "(OMP/MKL/OpenBLAS threads 1, `torch.set_num_threads(1)`, XLA's CPU thread pool off) in a process of its "
         "own. **wall s**: mmgen: release + fit + sample (+ herding), imports not counted (torch's lazy optimiser "
-        "imports done before the timer); MST/AIM: fit + sample as timed inside "
-        "smartnoise's process (imports not counted). **peak MiB**: the peak resident memory of that process "
+        "imports done before the timer); MST/AIM (dpmm-aim): fit + sample as timed inside "
+        "smartnoise's (dpmm's) process (imports not counted). **peak MiB**: the peak resident memory of that process "
         "while the method runs, its libraries and data included (mmgen: VmHWM reset after the imports and the "
-        "table's loading; MST/AIM: the whole smartnoise process). **DCR share**: synthetic rows strictly closer to a "
+        "table's loading; MST/AIM (dpmm-aim): the whole smartnoise (dpmm) process). **DCR share**: synthetic rows strictly closer to a "
         "released row than to a held-out one; exact ties (**DCR tied**) count for neither, so no copying reads "
         "(1 − tied) / 2. Rows with ε = 1e5 (floor) are the noise-free "
         "floor: **ε = 1e5, not a zero-noise release**. Machines: " + ("; ".join(machines) or "–") + ".",
