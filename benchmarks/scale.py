@@ -40,7 +40,7 @@ processes (imports and data loading included) are reported beside the release ti
 
 Usage::
 
-    python benchmarks/scale.py                        # full sizes: about 15 min on a quiet 2-core machine
+    python benchmarks/scale.py                        # full sizes: about 9 min on a quiet 2-core machine
     python benchmarks/scale.py --quick                # small sizes (20,000 records; 60,000 table rows)
     python benchmarks/scale.py --parts image,table    # a subset; the other parts' figures are kept
 """
@@ -339,7 +339,7 @@ def _rate(rec: dict, n: int) -> dict:
 
 def image_part(records: int, baseline: int, threads: int = 2) -> dict:
     """Part 1: the baseline and the N-record image-like releases, each in its own process."""
-    runs = []
+    load, runs = list(os.getloadavg()), []
     for n in (baseline, records):
         rec = _rate({"records": n, **run_child({"kind": "image", "records": n, "threads": threads})}, n)
         features = rec.pop("features")
@@ -349,7 +349,8 @@ def image_part(records: int, baseline: int, threads: int = 2) -> dict:
     ratio = (big["release_s"] / big["records"]) / (base["release_s"] / base["records"])
     return {"source": "Fashion-MNIST training images under public augmentations (VARIANTS)", "threads": threads,
             "variants_used": -(-records // BASE_RECORDS), "features": features, "runs": runs,
-            "per_record_cost_ratio": ratio, "load_average_start": list(os.getloadavg()), "date": _date()}  # fmt: skip
+            "per_record_cost_ratio": ratio, "load_average_start": load, "load_average_end": list(os.getloadavg()),
+            "date": _date()}  # fmt: skip
 
 
 def write_table_csv(path: Path, rows: int) -> int:
@@ -372,7 +373,7 @@ def table_part(rows: int, baseline: int, threads: int = 2) -> dict:
     from mmgen.data.examples import example_table
 
     _, spec = example_table(TABLE)
-    runs = []
+    load, runs = list(os.getloadavg()), []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (baseline, rows):
             path = Path(tmp) / f"table_{n}.csv"
@@ -387,7 +388,7 @@ def table_part(rows: int, baseline: int, threads: int = 2) -> dict:
     base, big = runs
     ratio = (big["release_s"] / big["rows"]) / (base["release_s"] / base["rows"])
     return {"table": TABLE, "features": TABLE_FEATURES, "threads": threads, "runs": runs, "per_row_cost_ratio": ratio,
-            "load_average_start": list(os.getloadavg()), "date": _date()}  # fmt: skip
+            "load_average_start": load, "load_average_end": list(os.getloadavg()), "date": _date()}  # fmt: skip
 
 
 def torchrun_part(records: int, single_threads=(1, 2), nproc: int = 2) -> dict:
@@ -420,7 +421,7 @@ def torchrun_part(records: int, single_threads=(1, 2), nproc: int = 2) -> dict:
                      "not checked against or added to a data set's budget record, unlike mmgen.release(record=...)")  # fmt: skip
     return {"records": records, "noise_seed": "test-only (every release here is marked unfit for publication)",
             "runs": runs, "release_time_ratios": ratios, "process_time_ratios": process_ratios, "sums_equal": equal,
-            "notes": notes, "load_average_start": load, "date": _date()}  # fmt: skip
+            "notes": notes, "load_average_start": load, "load_average_end": list(os.getloadavg()), "date": _date()}  # fmt: skip
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -466,7 +467,7 @@ def markdown(res: dict) -> str:
             out.append(f"| {r['records']:,} | {r['release_s']:.1f} | {r['records_per_s']:,.0f} | {_mib(r['rss_before_mib'])} | "
                        f"{_mib(r['release_peak_rss_mib'])} | {r['process_s']:.1f} |")  # fmt: skip
         out += ["", f"Per-record cost, {p['runs'][-1]['records']:,} vs {p['runs'][0]['records']:,} records: "
-                f"**{p['per_record_cost_ratio']:.2f}×** (load average at start {_load(p)})."]  # fmt: skip
+                f"**{p['per_record_cost_ratio']:.2f}×** ({_load(p)})."]  # fmt: skip
     if "table" in res:
         p = res["table"]
         out += ["", f"### Table, `{p['features']}`, {p['table']} repeated, from CSV, {_threads(p['threads'])}, {p['date']}{label(p)}", "",
@@ -476,7 +477,7 @@ def markdown(res: dict) -> str:
             out.append(f"| {r['rows']:,} | {r['copies']:.2f} | {r['csv_mib']:.0f} | {r['release_s']:.1f} | {r['rows_per_s']:,.0f} | "
                        f"{_mib(r['rss_before_mib'])} | {_mib(r['release_peak_rss_mib'])} |")  # fmt: skip
         out += ["", f"Per-row cost, {p['runs'][-1]['rows']:,} vs {p['runs'][0]['rows']:,} rows: **{p['per_row_cost_ratio']:.2f}×** "
-                f"(load average at start {_load(p)})."]  # fmt: skip
+                f"({_load(p)})."]  # fmt: skip
     if "torchrun" in res:
         p = res["torchrun"]
         out += ["", f"### torchrun: {p['records']:,} image-like records, `rff`, {p['date']}{label(p)}", "",
@@ -487,7 +488,7 @@ def markdown(res: dict) -> str:
             out.append(f"| {r['mode']} | {r['release_s']:.1f} | {r['records_per_s']:,.0f} | {r['release_s'] / dist_s:.2f} | "
                        f"{r['process_s']:.1f} | {_mib(r['release_peak_rss_mib'])} |")  # fmt: skip
         eq = ", ".join(f"{k.replace('_', ' ')}: {'equal' if v else '**differ**'}" for k, v in p["sums_equal"].items())
-        out += ["", f"Released sums (same test-only noise seed, float64, bit for bit): {eq}. Load average at start {_load(p)}."]
+        out += ["", f"Released sums (same test-only noise seed, float64, bit for bit): {eq} ({_load(p)})."]
         out += [f"Note: {n}." for n in p.get("notes", [])]
     return "\n".join(out)
 
@@ -502,7 +503,10 @@ def _sci(v: float) -> str:
 
 
 def _load(part: dict) -> str:
-    return ", ".join(f"{v:.2f}" for v in part.get("load_average_start", []))
+    """The 1-, 5- and 15-minute load averages when the part began and ended (this script's own processes included)."""
+    said = [f"load average at {when} {', '.join(f'{v:.2f}' for v in part[key])}"
+            for when, key in (("start", "load_average_start"), ("end", "load_average_end")) if part.get(key)]  # fmt: skip
+    return "; ".join(said) + (", this script's own processes included" if said else "")
 
 
 def read_previous(path: Path = RESULTS_JSON) -> dict:
@@ -536,7 +540,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  epilog="Figures: ε = 1, δ = 1e-5, add/remove neighbours, each release in a fresh process; JSON to "
                                  "docs/results/scale.json, the Markdown table to docs/scale.md (between its markers). The full "
-                                 "sizes take about 15 min on a quiet 2-core machine: run them with nothing else heavy on it.")  # fmt: skip
+                                 "sizes take about 9 min on a quiet 2-core machine: run them with nothing else heavy on it.")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK['records']:,} image-like records (baseline "
                     f"{QUICK['baseline']:,}), {QUICK['table_rows']:,} table rows (baseline {QUICK['table_baseline']:,})")  # fmt: skip
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)} (default: all)")
