@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from procmem import reset_peak, status_mib  # noqa: E402
 
 EPSILON = 1.0
 DELTA = 1e-5
@@ -171,30 +172,8 @@ def base_images() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- measuring in a child process ------------------------------------------------------------
-def _status_mib(key: str) -> float | None:
-    """A kB field of /proc/self/status in MiB (None where there is no /proc)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Resets VmHWM to the current RSS (Linux); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _peak(exact: bool) -> float:
-    return _status_mib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return status_mib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _process_peak(load_peak: float | None, release_peak: float, exact: bool) -> float:
@@ -240,7 +219,7 @@ def child(job: dict) -> dict:
 
         data = TableStream(f"csv:{job['csv']}", job["schema"], clip=bool(job["schema"].get("clip")))
         kwargs, features = {}, TABLE_FEATURES
-    load_peak, before, exact = _status_mib("VmHWM"), _status_mib("VmRSS"), _reset_peak()
+    load_peak, before, exact = status_mib("VmHWM"), status_mib("VmRSS"), reset_peak()
     t0 = time.perf_counter()
     rel = mmgen.release(data, features=features, epsilon=EPSILON, delta=DELTA, neighbouring=NEIGHBOURING,
                         noise_seed=job.get("noise_seed"), **kwargs)  # fmt: skip
@@ -281,7 +260,7 @@ def rank_worker(job: dict) -> None:
         start, stop = rank * n // world, (rank + 1) * n // world  # disjoint, contiguous shards
         images, labels = base_images()
         data = AugmentedStream(images, labels, start, stop)
-        load_peak, before, exact = _status_mib("VmHWM"), _status_mib("VmRSS"), _reset_peak()
+        load_peak, before, exact = status_mib("VmHWM"), status_mib("VmRSS"), reset_peak()
         dist.barrier()  # both ranks start together, their data loaded
         t0 = time.perf_counter()
         rel = release_distributed(data, features=FEATURES, epsilon=EPSILON, delta=DELTA, neighbouring=NEIGHBOURING,

@@ -96,6 +96,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import mmgen  # noqa: E402
 import numpy as np  # noqa: E402
 from results_block import write_results  # noqa: E402
+from procmem import reset_peak, status_mib  # noqa: E402
 from mmgen.data import holdout_mask  # noqa: E402
 from mmgen.data.examples import EXAMPLE_SCHEMAS, example_table  # noqa: E402
 from mmgen.data.tables import Schema  # noqa: E402
@@ -216,28 +217,6 @@ def run_anchor(method: str, schema, train, eps: float, seed: int, timeout: float
     return schema.from_codes(out[schema.names].to_numpy(), seed=seed), record
 
 
-def _status_mib(key: str) -> float | None:
-    """A kB field of /proc/self/status in MiB (None where there is no /proc)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Resets VmHWM to the current RSS (Linux); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child(job: dict) -> dict:
     """One (table, method, ε, seed): loads the table, runs the method, measures it, scores it."""
     import torch
@@ -251,11 +230,11 @@ def child(job: dict) -> dict:
     row = {"table": job["table"], "method": method, "epsilon": eps, "delta": DELTA, "seed": seed,
            "floor": eps == FLOOR_EPSILON, "n_train": len(train), "n_test": len(test), "target": target}  # fmt: skip
     if method.startswith("mmgen:"):
-        before, exact = _status_mib("VmRSS"), _reset_peak()
+        before, exact = status_mib("VmRSS"), reset_peak()
         info = {}
         synth, wall = run_mmgen(method.split(":", 1)[1], schema, train, eps, seed, info)
         row.update(info)
-        peak = _status_mib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = status_mib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         row.update(wall_s=wall, peak_rss_mib=peak, rss_before_mib=before, anchor_process_s=None)
     else:
         synth, record = run_anchor(method, schema, train, eps, seed, job["anchor_timeout"])
