@@ -14,8 +14,9 @@ from the private classifier — is (ε, δ)-DP under add/remove neighbours, by c
 * generating, labelling and training on synthetic data are post-processing.
 
 DP-SGD here (Abadi et al. 2016): each record's gradient (opacus ``GradSampleModule``) clipped to
-``--clip``, summed over the Poisson batch, ``N(0, (σC)²)`` added per coordinate, divided by the
-*expected* batch size (public), SGD with momentum. The network is the tanh CNN of Papernot et al.
+``--clip``, summed over the Poisson batch, ``N(0, (σC)²)`` added per coordinate, divided by a public
+constant (``--divisor``, never the private number of records), SGD with momentum. The sampling rate q
+(``--sampling-rate``) and the number of steps are public settings too. The network is the tanh CNN of Papernot et al.
 (AAAI 2021) / Tramèr & Boneh (ICLR 2021): two strided convolutions, max pooling, 32 hidden units.
 Its settings (``--epochs``, ``--batch``, ``--lr``, ``--clip``) are fixed in advance from those papers,
 not tuned here. The Poisson masks and the noise come from :class:`mmgen.privacy.noise.PrivateStreams`
@@ -87,7 +88,7 @@ class TanhCNN(nn.Module):
 
 
 def train_dp_sgd(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, sigma: float, q: float, steps: int, clip: float,
-                 lr: float, streams: PrivateStreams, seed: int) -> nn.Module:
+                 lr: float, divisor: float, streams: PrivateStreams, seed: int) -> nn.Module:
     """DP-SGD as in the module docstring; returns the trained network (eval mode)."""
     from opacus import GradSampleModule
 
@@ -97,7 +98,6 @@ def train_dp_sgd(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, sigma: flo
     gsm = GradSampleModule(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
-    expected = q * len(y)
     for step in range(steps):
         mask = torch.rand(len(y), generator=streams.generator("poisson", step)) < q
         idx = mask.nonzero().squeeze(1)
@@ -111,7 +111,7 @@ def train_dp_sgd(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, sigma: flo
         noise = streams.generator("noise", step)
         for p in params:
             total = torch.einsum("i,i...->...", scale, p.grad_sample) if len(idx) else torch.zeros_like(p)
-            p.grad = (total + sigma * clip * torch.randn(p.shape, generator=noise)) / expected
+            p.grad = (total + sigma * clip * torch.randn(p.shape, generator=noise)) / divisor
             p.grad_sample = None
         opt.step()
         opt.zero_grad(set_to_none=False)
@@ -127,12 +127,12 @@ def run(args) -> dict:
         ds = dataclasses.replace(ds, x_test=ds.x_test[: args.max_val], y_test=ds.y_test[: args.max_val])
     schema = {"name": ds.name, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes, "low": ds.low,
               "high": ds.high, "clip": False}  # fmt: skip
-    q = args.batch / len(ds.y_train)  # public settings; the validation split's size is fixed by the public hash rule
+    q = args.sampling_rate  # public settings: neither q, the steps nor the divisor is read off the records
     steps = max(1, round(args.epochs / q))
     out = {"benchmark": "image_teacher", "data": "fashion-mnist", "evaluated_on": "validation split of the training records",
            "n_fit": len(ds.y_train), "n_validation": len(ds.y_test), "delta": DELTA, "neighbouring": NEIGHBOURING,
            "release_epsilon": args.release_epsilon, "dp_sgd": {"sampling_rate": q, "steps": steps, "clip": args.clip,
-           "lr": args.lr, "epochs": args.epochs, "expected_batch": args.batch, "network": "TanhCNN"},
+           "lr": args.lr, "epochs": args.epochs, "divisor": args.divisor, "network": "TanhCNN"},
            "fit": {"epochs": args.fit_epochs, "steps_per_epoch": args.fit_steps, "batch_size": args.fit_batch,
            "generator": "conv"}, "n_syn": args.n_syn, "noise": "PrivateStreams test seed: not for publication",
            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {args.threads}",
@@ -168,7 +168,7 @@ def run(args) -> dict:
         composed = composed_epsilon([release_event, dp_sgd_event(sigma, q, steps)], DELTA, NEIGHBOURING)
         t0 = time.perf_counter()
         teacher = train_dp_sgd(ds.x_train.float(), ds.y_train.long(), ds.n_classes, sigma=sigma, q=q, steps=steps,
-                               clip=args.clip, lr=args.lr, streams=PrivateStreams(test_seed=1000 + seed), seed=seed)  # fmt: skip
+                               clip=args.clip, lr=args.lr, divisor=args.divisor, streams=PrivateStreams(test_seed=1000 + seed), seed=seed)  # fmt: skip
         teacher_s = time.perf_counter() - t0
         with torch.no_grad():
             teacher_acc = _accuracy(teacher, ds.x_test.float(), ds.y_test.long())
@@ -190,7 +190,8 @@ def table(out: dict) -> str:
              f"training records (the test split is not read). δ = {out['delta']:g}, add/remove neighbours. Release: rff "
              f"at ε = {out['release_epsilon']:g}, conv generator ({out['fit']['epochs']} × {out['fit']['steps_per_epoch']} "
              f"steps of {out['fit']['batch_size']}), {out['n_syn']:,} synthetic images. Labeller: {d['network']}, DP-SGD "
-             f"q = {d['sampling_rate']:.4f}, {d['steps']} steps, clip {d['clip']:g}, lr {d['lr']:g}; noise and masks "
+             f"q = {d['sampling_rate']:g}, {d['steps']} steps, clip {d['clip']:g}, lr {d['lr']:g}, sums divided by "
+             f"{d.get('divisor', 0):g}; noise and masks "
              f"from a test seed (not for publication). Evaluator `mmgen.evaluate` (LR and its small CNN). Machine: "
              f"{out['machine']}; started {out['started']}.", "",
              "| labels | total ε (composed) | σ (DP-SGD) | labeller's accuracy | agrees with generator | LR | CNN | labeller s |",
@@ -216,7 +217,8 @@ def main() -> None:
     p.add_argument("--release-epsilon", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=float, default=10.0, help="DP-SGD epochs (expected passes)")
-    p.add_argument("--batch", type=int, default=1024, help="DP-SGD expected batch size")
+    p.add_argument("--sampling-rate", type=float, default=0.02, help="DP-SGD's Poisson sampling rate q (public)")
+    p.add_argument("--divisor", type=float, default=1000.0, help="the noisy gradient sum is divided by this public constant")
     p.add_argument("--clip", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=4.0)
     p.add_argument("--n-syn", type=int, default=10_000)
@@ -231,7 +233,7 @@ def main() -> None:
     if args.quick:
         args.fit_epochs, args.fit_steps, args.fit_batch = 1, 3, 50
         args.epsilons, args.n_syn, args.max_train, args.max_val = "1", 200, 1200, 300
-        args.epochs, args.batch, args.cnn_epochs = 1.0, 100, 1
+        args.epochs, args.sampling_rate, args.divisor, args.cnn_epochs = 1.0, 0.1, 100.0, 1
         args.json = args.json or str(ROOT / "out/image_teacher-quick.json")
     run(args)
 

@@ -43,7 +43,7 @@ def _params(model):
 
 def _one_step(tt, x, y, *, sigma, clip=0.1, seed=5, test_seed=1):
     # q = 1: every record is in the batch; lr 1 and no momentum history: the update is the gradient itself
-    return tt.train_dp_sgd(x, y, 10, sigma=sigma, q=1.0, steps=1, clip=clip, lr=1.0, streams=PrivateStreams(test_seed=test_seed),
+    return tt.train_dp_sgd(x, y, 10, sigma=sigma, q=1.0, steps=1, clip=clip, lr=1.0, divisor=1.0, streams=PrivateStreams(test_seed=test_seed),
                            seed=seed)  # fmt: skip
 
 
@@ -55,9 +55,9 @@ def test_one_record_moves_the_noiseless_update_by_at_most_the_clip(tt):
     torch.manual_seed(5)
     init = tt.TanhCNN(1, 10)
     init(x[:2])
-    # gradient sums: (init − after) · expected batch, expected = q · n = n
-    g_base = (_params(init) - _params(base)) * len(y)
-    g_plus = (_params(init) - _params(plus)) * (len(y) + 1)
+    # divisor 1 and lr 1: the update is the noisy gradient sum itself
+    g_base = _params(init) - _params(base)
+    g_plus = _params(init) - _params(plus)
     assert (g_plus - g_base).norm() <= 0.1 * (1 + 1e-4)
     assert (g_plus - g_base).norm() > 0.01  # the canary did contribute (the test can fail both ways)
 
@@ -71,7 +71,7 @@ def test_noise_std_is_sigma_times_clip_and_follows_the_test_seed(tt):
     noisy = _params(_one_step(tt, x, y, sigma=50.0))
     again = _params(_one_step(tt, x, y, sigma=50.0))
     other = _params(_one_step(tt, x, y, sigma=50.0, test_seed=2))
-    noise = (quiet - noisy) * len(y)  # the gradient's noise: σC per coordinate
+    noise = quiet - noisy  # the gradient's noise: σC per coordinate
     assert noise.std().item() == pytest.approx(50.0 * 0.1, rel=0.05)
     assert torch.equal(noisy, again) and not torch.equal(noisy, other)
     assert not torch.equal(_params(init), quiet)
@@ -89,7 +89,7 @@ def test_the_split_composes_within_the_total():
 
 def test_table_shows_the_composed_epsilon(tt):
     out = {"n_fit": 10, "n_validation": 5, "delta": 1e-5, "release_epsilon": 0.2,
-           "dp_sgd": {"network": "TanhCNN", "sampling_rate": 0.02, "steps": 487, "clip": 0.1, "lr": 4.0},
+           "dp_sgd": {"network": "TanhCNN", "sampling_rate": 0.02, "divisor": 1000.0, "steps": 487, "clip": 0.1, "lr": 4.0},
            "fit": {"epochs": 6, "steps_per_epoch": 100, "batch_size": 200}, "n_syn": 100, "machine": "m", "started": "t",
            "results": [{"labels": "generator's own (release only)", "total_epsilon": "0.2", "composed_epsilon": 0.2,
                         "lr": 0.7, "cnn": 0.6},
