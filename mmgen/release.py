@@ -66,6 +66,8 @@ __all__ = ["Release", "Statistic", "release", "accumulate", "accumulate_fixed_po
 
 _CHUNK_ELEMENTS = 1 << 21  # float64 feature values per dense chunk on the release path (16 MiB: kept near the caches)
 _DEVICE_CHUNK_ELEMENTS = 1 << 23  # the same on a GPU (64 MiB)
+_WIDE_MIN_ROWS = 16  # fewer CPU records per chunk than this: the map is wide, see _chunk_rows
+_WIDE_CHUNK_ELEMENTS = 1 << 27  # float64 values per chunk for such a map (1 GiB)
 _SPARSE_ELEMENTS = 1 << 23  # table-marginals' sparse path: records per chunk from 2 · input_dim values each
 FORMAT = "mmgen.release"
 FORMAT_VERSION = 1
@@ -509,6 +511,10 @@ def _chunk_rows(dim: int, device: torch.device | None = None) -> int:
     """
     budget = _CHUNK_ELEMENTS if device is None or device.type == "cpu" else _DEVICE_CHUNK_ELEMENTS
     rows = max(1, min(4096, budget // max(dim, 1)))
+    if rows < _WIDE_MIN_ROWS:  # a very wide map (ntk at the DP-NTK paper's width, 628,801 features): a few records
+        # per chunk would spend most of the time writing (C, D) class sums, so take up to 128 records, within
+        # _WIDE_CHUNK_ELEMENTS (1 GiB of float64); 814 s -> 282 s for that release (docs/release_e2e.md)
+        rows = max(rows, min(128, _WIDE_CHUNK_ELEMENTS // max(dim, 1)))
     return rows - rows % 64 if rows >= 64 else rows
 
 

@@ -282,4 +282,6 @@ def test_which_maps_are_padded():
     assert pads == {"rff": True, "ntk": True, "hermite": False, "hermite-product": False}
     assert release_module._chunk_rows(10_000) == 192 and release_module._chunk_rows(50_305) == 41
     assert release_module._chunk_rows(1) == 4096 and release_module._chunk_rows(10**8) == 1
+    assert release_module._chunk_rows(628_801) == 128  # ntk at width 800: not 3 records per chunk
+    assert release_module._chunk_rows(1_500_000) == 64 and release_module._chunk_rows(200_000) == 128
     assert release_module._chunk_rows(10_000, torch.device("cuda")) == 832  # larger chunks where launches cost more
