@@ -172,15 +172,20 @@ def release_of(spec: str, ds, epsilon: float, seed: int, schema: dict):
                     count_weight=DEFAULT_COUNT_WEIGHT, noise_seed=7919 * seed + 17, schema=schema)  # fmt: skip
 
 
+def validation_data(max_train: int | None, max_val: int | None):
+    """Fashion-MNIST split as ``image_ceiling.py`` does (x_test: held-out *training* records) and its release schema."""
+    ds = mmgen.data.load("fashion-mnist", max_train=max_train).validation_split(VALIDATION, seed=0)
+    if max_val:
+        ds = dataclasses.replace(ds, x_test=ds.x_test[:max_val], y_test=ds.y_test[:max_val])
+    schema = {"name": ds.name, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes, "low": ds.low,
+              "high": ds.high, "clip": False}  # fmt: skip
+    return ds, schema
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     register_patch_map()
-    full = mmgen.data.load("fashion-mnist", max_train=args.max_train)
-    ds = full.validation_split(VALIDATION, seed=0)
-    if args.max_val:
-        ds = dataclasses.replace(ds, x_test=ds.x_test[: args.max_val], y_test=ds.y_test[: args.max_val])
-    schema = {"name": ds.name, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes, "low": ds.low,
-              "high": ds.high, "clip": False}  # fmt: skip
+    ds, schema = validation_data(args.max_train, args.max_val)
     cnn_options = {"max_epochs": args.cnn_epochs, "patience": 3}
     out = {"benchmark": "image_levers", "data": "fashion-mnist", "evaluated_on": "validation split of the training records",
            "n_fit": len(ds.y_train), "n_validation": len(ds.y_test), "delta": DELTA, "neighbouring": NEIGHBOURING,

@@ -35,7 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import sys
@@ -51,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mmgen  # noqa: E402
-from image_ceiling import DELTA, NEIGHBOURING, VALIDATION, _load  # noqa: E402
-from image_levers import release_of  # noqa: E402
+from image_ceiling import DELTA, NEIGHBOURING, _load  # noqa: E402
+from image_levers import release_of, validation_data  # noqa: E402
 from mmgen.cli.common import FIT_DEFAULTS  # noqa: E402
 from mmgen.errors import DataError  # noqa: E402
 from mmgen.evaluate import evaluate  # noqa: E402
@@ -121,12 +120,7 @@ def train_dp_sgd(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, sigma: flo
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    full = mmgen.data.load("fashion-mnist", max_train=args.max_train)
-    ds = full.validation_split(VALIDATION, seed=0)
-    if args.max_val:
-        ds = dataclasses.replace(ds, x_test=ds.x_test[: args.max_val], y_test=ds.y_test[: args.max_val])
-    schema = {"name": ds.name, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes, "low": ds.low,
-              "high": ds.high, "clip": False}  # fmt: skip
+    ds, schema = validation_data(args.max_train, args.max_val)
     q = args.sampling_rate  # public settings: neither q, the steps nor the divisor is read off the records
     steps = max(1, round(args.epochs / q))
     out = {"benchmark": "image_teacher", "data": "fashion-mnist", "evaluated_on": "validation split of the training records",
