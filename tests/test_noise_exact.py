@@ -381,3 +381,21 @@ def test_bad_sigma_is_refused():
     for bad in (0, -1, 2**60, 1.5, True):
         with pytest.raises(PrivacyError):
             discrete_gaussian(bad, 3)
+
+
+def test_drawing_noise_does_not_import_opendp_prelude():
+    """The release's noise imports only the OpenDP modules it uses: ``opendp.prelude`` pulls in scikit-learn
+    (about 1 s of every release, docs/noise.md). Fails if the import comes back on either sampler's path."""
+    import subprocess
+
+    code = (
+        "import sys, torch\n"
+        "from mmgen.privacy.noise import opendp_gaussian, FAST_MIN_COORDINATES\n"
+        "for n in (10, FAST_MIN_COORDINATES):\n"
+        "    out = opendp_gaussian(torch.zeros(n), std=2.0, sensitivity=1.0)\n"
+        "    assert out.shape == (n,) and bool((out != 0).any())\n"
+        "print(sorted(m for m in sys.modules if m == 'opendp.prelude' or m.startswith('sklearn'))[:3])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -124,11 +124,17 @@ K_MIN = -1074  # log2 of the smallest gap between doubles (subnormal spacing): O
 
 def _opendp_measurement(dim: int, std: float, k: int | None = None):
     """OpenDP's Gaussian measurement on a float64 vector of length ``dim`` under L2 distance."""
-    import opendp.prelude as dp  # heavy (~1-3 s): imported when noise is drawn, not with mmgen
+    # The four modules the mechanism needs, imported when noise is drawn, not with mmgen. Not
+    # `opendp.prelude`: it also imports scikit-learn (through `opendp.extras`), about 1 s of a
+    # release's time for nothing it uses (docs/noise.md).
+    import opendp.domains
+    import opendp.measurements
+    import opendp.metrics
+    import opendp.mod
 
-    dp.enable_features("contrib")
-    space = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=int(dim)), dp.l2_distance(T=float)
-    return dp.m.make_gaussian(*space, scale=float(std), k=k)
+    opendp.mod.enable_features("contrib")
+    domain = opendp.domains.vector_domain(opendp.domains.atom_domain(T=float, nan=False), size=int(dim))
+    return opendp.measurements.make_gaussian(domain, opendp.metrics.l2_distance(T=float), scale=float(std), k=k)
 
 
 def opendp_rho(sensitivity: float, std: float, dim: int, k: int | None = None) -> float:
