@@ -285,3 +285,22 @@ def test_which_maps_are_padded():
     assert release_module._chunk_rows(628_801) == 128  # ntk at width 800: not 3 records per chunk
     assert release_module._chunk_rows(1_500_000) == 64 and release_module._chunk_rows(200_000) == 128
     assert release_module._chunk_rows(10_000, torch.device("cuda")) == 832  # larger chunks where launches cost more
+
+
+@pytest.mark.parametrize("width,n", [(300, 128), (64, 192), (64, 1)])
+def test_ntk_one_layer_relu_jacobian_equals_the_vmapped_one_bit_for_bit(width, n):
+    """The release's written-in-place Jacobian (one hidden ReLU layer, one output: DP-NTK's network) is
+    the vmapped ``jacrev``'s, bit for bit, at release-like shapes; release_features takes it."""
+    import copy
+
+    fmap = create("ntk", input_shape=(1, 28, 28), width=width)
+    x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(width + n))
+    x[0, 0, :4] = 0.0  # some inputs at the domain's edge
+    net = copy.deepcopy(fmap.network_).to(torch.float64)
+    u = 2.0 * x.reshape(n, -1).to(torch.float64) - 1.0
+    fast = fmap._one_layer_relu_jacobian(u, net)
+    assert fast.shape == (n, fmap.output_dim) and torch.equal(fast, fmap._jacobian(u, net, None))
+    calls = []
+    original = type(fmap)._one_layer_relu_jacobian
+    fmap._one_layer_relu_jacobian = lambda *a: calls.append(1) or original(*a)
+    assert torch.equal(fmap.release_features(x), fast / fast.norm(dim=1, keepdim=True)) and calls == [1]
