@@ -276,7 +276,16 @@ def prepare_data(config: dict, work: Path, quick: bool, max_train: int | None) -
 
 # -- results ------------------------------------------------------------------------------------
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    """The CPU's model name too: hosts of the same shape differ (a float32 GEMM 1.55× slower on one of them)."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = f" ({line.split(':', 1)[1].strip()})"
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}{model}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 
 
 def _f(v, fmt="{:.2f}") -> str:
