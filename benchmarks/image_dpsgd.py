@@ -111,7 +111,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mmgen  # noqa: E402
 from image_ceiling import DELTA, NEIGHBOURING, _load  # noqa: E402
-from image_levers import release_of, validation_data  # noqa: E402
+from image_levers import _fmt, release_of, validation_data  # noqa: E402
 from mmgen.cli.common import FIT_DEFAULTS  # noqa: E402
 from mmgen.errors import DataError  # noqa: E402
 from mmgen.evaluate import evaluate  # noqa: E402
@@ -604,10 +604,6 @@ def _cap(out: dict) -> str:
         return ""
     timed = out.get("timed_s_per_step")
     return f" (capped at about {minutes:g} min" + (f"; {timed:.2f} s/step timed on public images)" if timed else ")")
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.3f}"
 
 
 def table(out: dict) -> str:

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mmgen  # noqa: E402
 from image_ceiling import DELTA, NEIGHBOURING, _load  # noqa: E402
-from image_levers import release_of, validation_data  # noqa: E402
+from image_levers import _fmt, release_of, validation_data  # noqa: E402
 from mmgen.cli.common import FIT_DEFAULTS  # noqa: E402
 from mmgen.errors import DataError  # noqa: E402
 from mmgen.evaluate import evaluate  # noqa: E402
@@ -172,10 +172,6 @@ def run(args) -> dict:
         score("DP-SGD labeller", label, labels, sigma=sigma, composed_epsilon=composed, teacher_accuracy=teacher_acc,
               teacher_s=round(teacher_s, 1), agreement=float((labels == y).float().mean()))
     return out
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.3f}"
 
 
 def table(out: dict) -> str:
