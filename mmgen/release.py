@@ -457,6 +457,9 @@ def accumulate_fixed_point(
     seen = 0
     bar = _progress(progress)
 
+    # int64 sums on each map's device, brought to the CPU once at the end (a GPU is not synchronised per chunk)
+    sums = [acc.to(device) for acc, device in zip(sums, devices)]
+
     def add(xc: torch.Tensor, yc: torch.Tensor, n: int) -> None:
         """Adds the first n records of one chunk (xc, yc hold ``rows`` records, or n when the stream ended early)."""
         for acc, f, name, q, step, device, pad in zip(sums, fmaps, names, plans, dense_rows, devices, padded):
@@ -464,16 +467,16 @@ def accumulate_fixed_point(
                 if pad:  # every call has the same shape: the rows after the n-th are padding, their features zeroed
                     phi = f.release_features(xc.to(device))
                     phi[n:] = 0
-                    acc += fixed_point_class_sums(phi, yc.to(device), n_classes, f.max_norm).cpu()
+                    acc += fixed_point_class_sums(phi, yc.to(device), n_classes, f.max_norm)
                     continue
                 xd, yd = xc[:n].to(device), yc[:n].to(device)
                 if q is not None:  # well-formed rows: q times their cells' counts; the others go dense
                     ok, cells, bins = f.one_hot_cells(xd)
-                    acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).cpu() * q)
+                    acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).to(acc.device) * q.to(acc.device))
                     xd, yd = xd[~ok], yd[~ok]
                 for at in range(0, len(yd), step):
                     phi = f.release_features(xd[at : at + step])
-                    acc += fixed_point_class_sums(phi, yd[at : at + step], n_classes, f.max_norm).cpu()
+                    acc += fixed_point_class_sums(phi, yd[at : at + step], n_classes, f.max_norm)
             except NonFiniteFeatures:
                 raise DataError(
                     f"Statistic {name!r}: the feature map produced NaN or inf for some records, so no "
@@ -499,7 +502,7 @@ def accumulate_fixed_point(
     finally:
         chunks.clear()  # its buffer holds private records
         clear_workspace()  # the kernels' reused buffer holds features of the last private chunk
-    return sums, counts
+    return [acc.cpu() for acc in sums], counts
 
 
 def _chunk_rows(dim: int, device: torch.device | None = None) -> int:

@@ -145,18 +145,18 @@ def _scaled_grid_rows(phi: torch.Tensor, max_norm: float, *, refuse_non_finite: 
     return phi.round_()
 
 
-_MAX_CHUNK = 1 << 20  # records per exact float64 one-hot product (integers ≤ 2^32 · 2^20 < 2^53)
+_MAX_CHUNK = 1 << 20  # records per exact float64 class sum (integers ≤ 2^32 · 2^20 < 2^53)
 _ROW_CALL = 4096  # the cost of one call on a row, in divided entries: capped rows go one by one while that is cheaper
 
 
 def fixed_point_class_sums(phi: torch.Tensor, y: torch.Tensor, n_classes: int, max_norm: float = 1.0) -> torch.Tensor:
     """Exact per-class sums of the rounded, capped rows: ``Σ_{i: y_i = c} fixed_point(φ_i)``.
 
-    The rounded rows are integers of magnitude ≤ 2^32 held in float64, so a
-    one-hot float64 matrix product over at most 2^20 rows adds them without
-    any rounding (every partial sum is an integer below 2^53), in whatever
-    order the library chooses; the (C, D) result then converts to int64
-    exactly.
+    The rounded rows are integers of magnitude ≤ 2^32 held in float64, so adding
+    at most 2^20 of them in float64 — ``index_add_`` into the class rows on the
+    CPU, a one-hot matrix product elsewhere — makes no rounding (every partial
+    sum is an integer below 2^53), in whatever order the library adds them; the
+    (C, D) result then converts to int64 exactly.
 
     Args:
         phi ((N, D) Tensor): per-record features. A float64 ``phi`` is consumed: it is overwritten in place.
@@ -174,9 +174,13 @@ def fixed_point_class_sums(phi: torch.Tensor, y: torch.Tensor, n_classes: int, m
     for start in range(0, len(phi), _MAX_CHUNK):
         rows = _scaled_grid_rows(phi[start : start + _MAX_CHUNK].to(torch.float64), max_norm, refuse_non_finite=True)
         labels = y[start : start + _MAX_CHUNK].to(rows.device)
-        onehot = torch.zeros(n_classes, len(rows), dtype=torch.float64, device=rows.device)
-        onehot[labels, torch.arange(len(rows), device=rows.device)] = 1.0  # (C, n) one-hot of the labels
-        part = (onehot @ rows).to(torch.int64)  # (C, n) @ (n, D) -> (C, D): exact integer sums
+        if rows.device.type == "cpu":  # adds each row into its class's row: 4x faster than the product below on CPU
+            part = torch.zeros(n_classes, rows.shape[1], dtype=torch.float64).index_add_(0, labels, rows)
+        else:  # a GPU's index_add_ is atomic (the order varies; the integer sums do not); the product is one GEMM
+            onehot = torch.zeros(n_classes, len(rows), dtype=torch.float64, device=rows.device)
+            onehot[labels, torch.arange(len(rows), device=rows.device)] = 1.0  # (C, n) one-hot of the labels
+            part = onehot @ rows  # (C, n) @ (n, D) -> (C, D)
+        part = part.to(torch.int64)  # exact integer sums, in whatever order they were added
         out = part if out is None else out.add_(part)
     return torch.zeros(n_classes, phi.shape[1], dtype=torch.int64, device=phi.device) if out is None else out
 
