@@ -24,6 +24,12 @@ One unattended run of a few minutes on one GPU that checks, times and records:
 6. ``noise`` — :func:`mmgen.release.finalize` on the (C, D + 1) vector of that release: the
    publishable noise as the release draws it (OpenDP on the CPU), in µs per coordinate and as a share
    of the release's time.
+7. ``sweep`` — settings to choose from in one run: the Triton class sums at the shapes of section 4
+   under each :class:`~mmgen.kernels.rff_triton.TileConfig` of :data:`GPU_SWEEP` (each checked
+   against the float64 reference, its rate over cuBLAS float32 measured in the same section; a
+   config that fails to compile or run is recorded with its error), and the release path of
+   section 5 at several chunk budgets (``mmgen.release._DEVICE_CHUNK_ELEMENTS``), its sums compared
+   across the budgets and with the CPU's, its time over the float64 GEMM. About 2 minutes on an H100.
 
 Every section catches and records its own failure (the error goes into the JSON, the run goes on); the
 run keeps to ``--budget-s`` (a section that would not fit is skipped with a note, one that overruns is
@@ -61,7 +67,7 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("env", "kernel_checks", "release_checks", "gemm_timings", "release_ratio", "noise")
+SECTIONS = ("env", "kernel_checks", "release_checks", "gemm_timings", "release_ratio", "noise", "sweep")
 START, END = "<!-- results-gpu:start -->", "<!-- results-gpu:end -->"  # this run's block in docs/kernels.md
 DEFAULT_JSON = ROOT / "docs/results/kernels-gpu.json"
 DEFAULT_MARKDOWN = ROOT / "docs/kernels.md"
@@ -126,7 +132,56 @@ DRY_SHAPES = Shapes(
     batch=64, alt_batch=25,
 )  # fmt: skip
 # Seconds a section needs at most in a GPU run (a section starts only if this much is left).
-ESTIMATE_S = {"env": 10, "kernel_checks": 45, "release_checks": 60, "gemm_timings": 45, "release_ratio": 45, "noise": 30}
+ESTIMATE_S = {"env": 10, "kernel_checks": 45, "release_checks": 60, "gemm_timings": 45, "release_ratio": 45, "noise": 30,
+              "sweep": 120}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """What the ``sweep`` section tries (``GPU_SWEEP`` or ``DRY_SWEEP``).
+
+    ``tiles`` are keyword dictionaries of :class:`~mmgen.kernels.rff_triton.TileConfig` (``{}`` is the
+    default); ``chunk_elements`` are values of the release's chunk budget on the run's device
+    (``mmgen.release._DEVICE_CHUNK_ELEMENTS`` on a GPU, ``_CHUNK_ELEMENTS`` on the CPU of a dry run).
+    """
+
+    tiles: tuple[dict, ...]
+    chunk_elements: tuple[int, ...]
+    reps: int  # timing repetitions per tile configuration (after one warm-up that compiles it)
+    release_reps: int  # timing repetitions per chunk budget and record placement
+    ref_n: int  # records of the release's CPU reference (the first ref_n of section 5's records)
+    max_s: float  # no configuration starts after this many seconds of the section
+
+
+def _tc(block_n: int, block_f: int, block_k: int, num_warps: int | None = None, num_stages: int | None = None) -> dict:
+    return {"block_n": block_n, "block_f": block_f, "block_k": block_k, "num_warps": num_warps, "num_stages": num_stages}
+
+
+# Tiles for sm_90 (H100/H200) with float32 "ieee" dots (FMA, not tensor cores): larger record x frequency
+# tiles raise the work per load; warps and stages trade registers and shared memory (a config over the
+# 227 KiB of shared memory fails at launch and is recorded as failed). Budget, measured on none: a
+# compile of about 1-3 s per config plus (1 + reps) calls of 10-25 ms at N = 60,000, F = 5,000, so
+# about 60 s for the 20 configs; the release part about 10 s (4 budgets x 2 placements x (1 + 3) runs
+# of ~0.1 s, and the CPU reference on 8,192 records); no configuration starts after max_s = 110 s.
+GPU_SWEEP = Sweep(
+    tiles=(
+        {},  # today's default: 32, 64, 32, Triton's default warps (4) and stages (3)
+        # the likeliest first (64-128 accumulators per thread, as cuBLAS's SIMT tiles), should time run short
+        _tc(128, 128, 32, 8, 3), _tc(64, 128, 32, 4, 3), _tc(128, 64, 32, 4, 3), _tc(64, 256, 32, 8, 3),
+        _tc(128, 128, 32, 4, 3), _tc(128, 128, 32, 8, 2), _tc(128, 128, 64, 8, 2), _tc(128, 128, 64, 8, 3),
+        _tc(64, 128, 32, 8, 3), _tc(128, 64, 32, 8, 3), _tc(64, 128, 64, 4, 2), _tc(64, 128, 64, 8, 3),
+        _tc(128, 256, 32, 8, 3), _tc(256, 64, 32, 8, 3), _tc(128, 64, 64, 8, 4), _tc(64, 64, 32, 4, 3),
+        _tc(64, 64, 64, 4, 4), _tc(32, 128, 32, 4, 3), _tc(32, 64, 32, 4, 2),
+    ),
+    # at D = 10,000: 832, 1,664, 3,328 and 4,096 records per chunk (the release path caps chunks at 4,096)
+    chunk_elements=(1 << 23, 1 << 24, 1 << 25, 1 << 27),
+    reps=5, release_reps=3, ref_n=8192, max_s=110.0,
+)  # fmt: skip
+DRY_SWEEP = Sweep(
+    tiles=({}, _tc(16, 32, 16, 2, 2), _tc(24, 64, 32, 4, 2)),  # the last is invalid (24 is no power of two)
+    chunk_elements=(1 << 12, 1 << 13, 1 << 14),  # at D = 128: 32, 64 and 128 records per chunk
+    reps=1, release_reps=1, ref_n=96, max_s=60.0,
+)  # fmt: skip
 
 
 # -- running sections under a budget -------------------------------------------------------------------
@@ -544,17 +599,21 @@ def section_release_checks(ctx: Context) -> dict:
 
 
 # -- 4. GEMM and kernel timings ------------------------------------------------------------------------------
-def _tiles(n: int, f: int, c: int, device: str) -> dict:
-    """The Triton class-sum kernel's tile sizes and grid for these shapes (read from the module)."""
+def _tiles(n: int, f: int, c: int, device: str, tiles=None) -> dict:
+    """The Triton class-sum kernel's tile sizes and grid for these shapes (``tiles``, else the module's default)."""
     from mmgen.kernels import rff_triton as rt
 
     import torch
 
     out = {k: getattr(rt, k) for k in ("BLOCK_N", "BLOCK_F", "BLOCK_K", "MAX_BLOCK_C") if hasattr(rt, k)}
-    if {"BLOCK_F", "MAX_BLOCK_C"} <= out.keys() and hasattr(rt, "_n_splits"):
+    tiles = tiles if tiles is not None else getattr(rt, "DEFAULT_TILES", None)
+    if tiles is not None:
+        out.update(BLOCK_N=tiles.block_n, BLOCK_F=tiles.block_f, BLOCK_K=tiles.block_k,
+                   num_warps=tiles.num_warps or "Triton's default", num_stages=tiles.num_stages or "Triton's default")  # fmt: skip
+    if {"BLOCK_N", "BLOCK_F", "MAX_BLOCK_C"} <= out.keys() and hasattr(rt, "_n_splits"):
         n_f_tiles = -(-f // out["BLOCK_F"])
         out["BLOCK_C"] = max(16, 1 << (min(c, out["MAX_BLOCK_C"]) - 1).bit_length())
-        out["splits"] = rt._n_splits(n, n_f_tiles, torch.device(device))
+        out["splits"] = rt._n_splits(n, n_f_tiles, torch.device(device), out["BLOCK_N"])
         out["grid"] = [n_f_tiles, out["splits"]]
     out["autotuned"] = False
     out["input_precision"] = "ieee (no TF32)"
@@ -695,9 +754,191 @@ def section_noise(ctx: Context) -> dict:
     return out
 
 
+# -- 7. the sweep: Triton tiles and release chunk budgets ----------------------------------------------------
+def _time_keep(fn, reps: int, device: str) -> tuple[dict, object, object]:
+    """:func:`_time` that also returns the first and the last output (for the checks)."""
+    kept = []  # the first output (the warm-up's) and the latest
+
+    def call():
+        out = fn()
+        kept[1 if kept else 0 :] = [out]
+        return out
+
+    t = _time(call, reps, device)
+    return t, kept[0], kept[-1]
+
+
+def _label(tiles: dict) -> str:
+    if not tiles:
+        return "default"
+    return "/".join("-" if tiles.get(k) is None else str(tiles[k]) for k in ("block_n", "block_f", "block_k", "num_warps", "num_stages"))
+
+
+def _sweep_tiles(ctx: Context, sw: Sweep, stop_at: float) -> dict:
+    """Every tile configuration of ``sw`` on the shapes of section 4, against the float64 reference."""
+    import torch
+
+    from mmgen.kernels import rff_class_sums_reference
+    from mmgen.kernels import rff_triton as rt
+
+    s, dev = ctx.shapes, ctx.device
+    x, w, y = _problem(s.n, s.d, s.f, s.c, seed=4)  # the shapes and records of gemm_timings
+    x, w, y = x.to(dev), w.to(dev), y.to(dev)
+    with _tf32(False):
+        gemm = _time(lambda: x @ w, s.reps, dev)  # (N, d) @ (d, F) float32, TF32 off: the rate to reach
+    ref = rff_class_sums_reference(x.double(), w.double(), y, s.c)  # (C, 2F) float64 on the device
+    tol = 2e-5 * math.sqrt(s.n)  # the tolerance of kernel_checks (float32 vs float64 sums of n rows of norm 1)
+    rows = []
+    for spec in sw.tiles:
+        row = {"config": _label(spec), "requested": dict(spec)}
+        if time.monotonic() > stop_at:
+            row.update(status="skipped", reason="the sweep's time ran out")
+            rows.append(row)
+            continue
+        try:
+            tiles = rt.TileConfig.from_dict(spec)
+            row["launch"] = _tiles(s.n, s.f, s.c, dev, tiles)
+            t0 = time.monotonic()
+            t, first, last = _time_keep(lambda: rt.rff_class_sums_triton(x, w, y, s.c, tiles=tiles), sw.reps, dev)
+        except Exception as exc:  # out of shared memory, a compile error, an invalid config: recorded, not fatal
+            row.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:600], traceback=traceback.format_exc()[-1500:])
+            print(f"   fail {row['config']}: {row['error'][:200]}", flush=True)
+            rows.append(row)
+            continue
+        chk = _close(f"triton class sums, tiles {row['config']}", last, ref, atol=tol)
+        same = bool(torch.equal(first, last))
+        row.update(status="ok", seconds=t, config_seconds=time.monotonic() - t0, rate_over_cublas_fp32=gemm["median"] / t["median"], max_abs_err=chk["max_abs_err"],
+                   tolerance=chk["tolerance"], bitwise_rerun=same, passed=chk["passed"] and same)  # fmt: skip
+        print(f"   {row['config']}: {t['median'] * 1e3:.3f} ms median, {row['rate_over_cublas_fp32']:.3f}x the cuBLAS fp32 rate"
+              f"{'' if same else ', NOT bitwise equal on a rerun'}", flush=True)  # fmt: skip
+        rows.append(row)
+    ran = [r for r in rows if r["status"] == "ok"]
+    good = [r for r in ran if r["passed"]]
+    out = {"shape": {"N": s.n, "d": s.d, "F": s.f, "classes": s.c}, "cublas_fp32": gemm, "tolerance": tol, "configs": rows,
+           "failed": sum(r["status"] == "failed" for r in rows), "skipped": sum(r["status"] == "skipped" for r in rows),
+           "passed": bool(ran) and len(good) == len(ran)}  # fmt: skip
+    if good:
+        best = max(good, key=lambda r: r["rate_over_cublas_fp32"])
+        out["best"] = {"config": best["config"], "tiles": best["launch"], "rate_over_cublas_fp32": best["rate_over_cublas_fp32"]}
+        out["goal_triton_at_least_0.7x_cublas_met_by_best"] = best["rate_over_cublas_fp32"] >= 0.7
+        print(f"   best: {best['config']} at {best['rate_over_cublas_fp32']:.3f}x the cuBLAS fp32 rate (goal >= 0.7)", flush=True)
+    return out
+
+
+def _sweep_release(ctx: Context, sw: Sweep, stop_at: float) -> dict:
+    """The release path of section 5 at each chunk budget of ``sw``: time over the float64 GEMM, sums compared."""
+    import torch
+
+    from mmgen.data.base import iter_batches
+    from mmgen.features import create
+    from mmgen.privacy.bounds import FRACTION_BITS
+    from mmgen.release import accumulate
+
+    rel_mod = sys.modules["mmgen.release"]  # the module (``import mmgen.release`` names the function release)
+    s, dev = ctx.shapes, ctx.device
+    attr = "_DEVICE_CHUNK_ELEMENTS" if dev != "cpu" else "_CHUNK_ELEMENTS"  # the budget that applies on dev
+    side = int(round(math.sqrt(s.d)))
+    shape = (1, side, side) if side * side == s.d else (s.d,)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.rand(s.n, *shape, generator=gen)  # the records of release_ratio
+    y = torch.randint(0, s.c, (s.n,), generator=gen)
+    cpu_map = create("rff", input_shape=shape, n_features=2 * s.f, seed=0)
+    fmap, lib_dev = _on_device(cpu_map, dev)
+    bounds, dim, k = (0.0, 1.0), 2 * s.f, min(sw.ref_n, s.n)
+    grid = 2.0**FRACTION_BITS
+
+    def release(xs, ys):
+        return lambda: accumulate(iter_batches(xs, ys, s.batch), [fmap], s.c, shape, bounds)
+
+    ref, ref_counts = accumulate(iter_batches(x[:k], y[:k], s.batch), [cpu_map], s.c, shape, bounds)  # CPU, default chunks
+    xd, yd = x.to(dev), y.to(dev)
+    x64, w64 = xd.reshape(s.n, -1).double(), fmap.weights_.double()
+    gemm = _time(lambda: x64 @ w64, s.reps, dev)  # (N, d) @ (d, F) float64: the release's floor
+    del x64
+    bound = int(ref_counts.max())  # one grid unit per record of the largest class: each record rounded once per run
+    original = getattr(rel_mod, attr)
+    rows, first = [], None
+    try:
+        for v in sw.chunk_elements:
+            row = {"chunk_elements": v, "attribute": f"mmgen.release.{attr}"}
+            if time.monotonic() > stop_at:
+                row.update(status="skipped", reason="the sweep's time ran out")
+                rows.append(row)
+                continue
+            setattr(rel_mod, attr, v)
+            row["records_per_chunk"] = rel_mod._chunk_rows(dim, torch.device(dev)) if hasattr(rel_mod, "_chunk_rows") else None
+            t_dev, _, (sums, counts) = _time_keep(release(xd, yd), sw.release_reps, dev)
+            t_cpu, _, (sums_streamed, _) = _time_keep(release(x, y), sw.release_reps, dev)
+            sub, sub_counts = release(xd[:k], yd[:k])()
+            a, b = sums[0].cpu(), sub[0].cpu()
+            first = first if first is not None else a
+            row.update(
+                status="ok", seconds_records_on_device=t_dev, seconds_records_streamed_from_cpu=t_cpu,
+                on_device_over_gemm_fp64=t_dev["median"] / gemm["median"],
+                streamed_over_gemm_fp64=t_cpu["median"] / gemm["median"],
+                streamed_equal_on_device=bool(torch.equal(a, sums_streamed[0].cpu())),
+                bit_equal_to_first_budget=bool(torch.equal(a, first)),
+                max_diff_to_first_budget_grid_units=int(((a - first).abs() * grid).max()),
+                bit_equal_to_cpu_reference=bool(torch.equal(b, ref[0])),
+                max_diff_to_cpu_reference_grid_units=int(((b - ref[0]).abs() * grid).max()),
+                counts_equal=bool(torch.equal(sub_counts, ref_counts)) and int(counts.sum()) == s.n,
+            )  # fmt: skip
+            row["passed"] = (row["counts_equal"] and row["streamed_equal_on_device"]
+                             and row["max_diff_to_first_budget_grid_units"] <= bound
+                             and row["max_diff_to_cpu_reference_grid_units"] <= bound)  # fmt: skip
+            print(f"   {attr} = 2^{v.bit_length() - 1} ({row['records_per_chunk']} records per chunk): "
+                  f"{t_dev['median']:.4f} s on device ({row['on_device_over_gemm_fp64']:.2f}x the fp64 GEMM), "
+                  f"{t_cpu['median']:.4f} s streamed ({row['streamed_over_gemm_fp64']:.2f}x); sums equal to the first budget "
+                  f"{row['bit_equal_to_first_budget']}, to the CPU's (first {k:,} records) {row['bit_equal_to_cpu_reference']}",
+                  flush=True)  # fmt: skip
+            rows.append(row)
+    finally:
+        setattr(rel_mod, attr, original)
+    ran = [r for r in rows if r["status"] == "ok"]
+    out = {"shape": {"N": s.n, "input_shape": list(shape), "F": s.f, "D": dim, "classes": s.c, "batch": s.batch},
+           "library_device": lib_dev, "attribute": f"mmgen.release.{attr}", "default_chunk_elements": original,
+           "gemm_fp64": gemm, "cpu_reference_records": k, "bound_grid_units": bound,
+           "rule": ("equality across chunk shapes and devices is not claimed for rff (a float64 feature may differ in "
+                    "its last bits and round to the next grid point): reported bit for bit, and must stay within one "
+                    "grid unit per record of the largest class; streamed and on-device records must agree exactly"),
+           "budgets": rows, "bit_equal_across_budgets": bool(ran) and all(r["bit_equal_to_first_budget"] for r in ran),
+           "bit_equal_to_cpu_reference": bool(ran) and all(r["bit_equal_to_cpu_reference"] for r in ran),
+           "passed": bool(ran) and all(r["passed"] for r in ran)}  # fmt: skip
+    if ran:
+        best = min(ran, key=lambda r: r["on_device_over_gemm_fp64"])
+        out["best"] = {"chunk_elements": best["chunk_elements"], "records_per_chunk": best["records_per_chunk"],
+                       "on_device_over_gemm_fp64": best["on_device_over_gemm_fp64"],
+                       "streamed_over_gemm_fp64": best["streamed_over_gemm_fp64"]}  # fmt: skip
+        out["goal_release_within_1.5x_gemm_fp64_met_by_best"] = best["on_device_over_gemm_fp64"] <= 1.5
+    return out
+
+
+def section_sweep(ctx: Context) -> dict:
+    """Tile configurations of the Triton class sums and chunk budgets of the release path, in one section.
+
+    The release part runs first (short); the tile configurations then run until ``max_s`` or the run's
+    budget (less 10 s) is spent, the rest recorded as skipped, so the section ends with its results.
+    """
+    sw = GPU_SWEEP if ctx.mode == "gpu" else DRY_SWEEP
+    stop_at = min(time.monotonic() + sw.max_s, ctx.deadline - 10.0)
+    out = {"plan": dataclasses.asdict(sw)}
+    print("   release path at several chunk budgets", flush=True)
+    out["release_chunks"] = _sweep_release(ctx, sw, stop_at)
+    ok, why = _triton_status(ctx.device)
+    if ok:
+        print("   Triton class sums at several tile configurations", flush=True)
+        out["triton_tiles"] = _sweep_tiles(ctx, sw, stop_at)
+    else:
+        out["triton_tiles"] = {"skipped": why, "passed": ctx.mode != "gpu"}
+        print(f"   {'skip' if ctx.mode != 'gpu' else 'FAIL'} triton tiles: {why}", flush=True)
+    out["passed"] = out["release_chunks"]["passed"] and out["triton_tiles"]["passed"]
+    return out
+
+
 RUNNERS = {
     "env": section_env, "kernel_checks": section_kernel_checks, "release_checks": section_release_checks,
     "gemm_timings": section_gemm_timings, "release_ratio": section_release_ratio, "noise": section_noise,
+    "sweep": section_sweep,
 }  # fmt: skip
 
 
@@ -794,12 +1035,57 @@ def _md_noise(nz: dict) -> list[str]:
             f"**{nz['us_per_coordinate']:.2f} µs per coordinate**{share}."]  # fmt: skip
 
 
+def _md_sweep(sw: dict) -> list[str]:
+    lines = []
+    tt = sw.get("triton_tiles", {})
+    if "configs" in tt:
+        sh = tt["shape"]
+        lines += ["", f"**Sweep: Triton class-sum tiles** (N={sh['N']:,}, d={sh['d']}, F={sh['F']:,}, {sh['classes']} classes; "
+                  f"median of {sw['plan']['reps']}; cuBLAS float32, TF32 off, {tt['cublas_fp32']['median'] * 1e3:.2f} ms in this "
+                  f"section; tolerance {tt['tolerance']:.2e}). Config: block_n/block_f/block_k/num_warps/num_stages "
+                  "('-': Triton's default):", "",
+                  "| config | status | ms | rate / cuBLAS fp32 | max abs error | bitwise rerun |", "| --- | --- | ---: | ---: | ---: | --- |"]  # fmt: skip
+        for r in tt["configs"]:
+            if r["status"] != "ok":
+                note = (r.get("error") or r.get("reason") or "")[:100].replace("|", "/").replace("\n", " ")
+                lines.append(f"| {r['config']} | {r['status']}: {note} | | | | |")
+                continue
+            lines.append(f"| {r['config']} | ok{'' if r['passed'] else ', check failed'} | {r['seconds']['median'] * 1e3:.2f} | "
+                         f"{r['rate_over_cublas_fp32']:.2f} | {r['max_abs_err']:.2e} | {r['bitwise_rerun']} |")  # fmt: skip
+        if "best" in tt:
+            lines += ["", f"Best: **{tt['best']['config']}** at **{tt['best']['rate_over_cublas_fp32']:.2f}×** the cuBLAS float32 "
+                      "rate (goal ≥ 0.7)."]  # fmt: skip
+    elif "skipped" in tt:
+        lines += ["", f"**Sweep: Triton class-sum tiles**: not run ({tt['skipped']})."]
+    rc = sw.get("release_chunks", {})
+    if "budgets" in rc:
+        sh = rc["shape"]
+        lines += ["", f"**Sweep: release chunk budgets** `{rc['attribute']}` (default {rc['default_chunk_elements']:,}; rff, "
+                  f"N={sh['N']:,}, D={sh['D']:,}, batches of {sh['batch']:,}, on {rc['library_device']}; float64 GEMM "
+                  f"{rc['gemm_fp64']['median'] * 1e3:.2f} ms; CPU reference on the first {rc['cpu_reference_records']:,} records):", "",
+                  "| chunk elements | records per chunk | s, on device | / float64 GEMM | s, streamed | / float64 GEMM "
+                  "| sums = first budget's | sums = CPU's | passed |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]  # fmt: skip
+        for r in rc["budgets"]:
+            if r["status"] != "ok":
+                lines.append(f"| {r['chunk_elements']:,} | {r['status']}: {r.get('reason', '')} | | | | | | | |")
+                continue
+            lines.append(f"| {r['chunk_elements']:,} | {r['records_per_chunk']} | {r['seconds_records_on_device']['median']:.4f} | "
+                         f"{r['on_device_over_gemm_fp64']:.2f} | {r['seconds_records_streamed_from_cpu']['median']:.4f} | "
+                         f"{r['streamed_over_gemm_fp64']:.2f} | {r['bit_equal_to_first_budget']} "
+                         f"({r['max_diff_to_first_budget_grid_units']}) | {r['bit_equal_to_cpu_reference']} "
+                         f"({r['max_diff_to_cpu_reference_grid_units']}) | {r['passed']} |")  # fmt: skip
+        lines += ["", "In brackets: the largest difference in grid units (2^-32). Goal: ≤ 1.5× the float64 GEMM."]
+    return lines
+
+
 def markdown(res: dict) -> str:
     """The GPU block of docs/kernels.md from the run's results (a part that cannot be written says why)."""
     sec = res["sections"]
     parts = [(_md_head, res, True), (_md_kernels, sec.get("kernel_checks", {}), "checks"),
              (_md_release_checks, sec.get("release_checks", {}), "entries"), (_md_timings, sec.get("gemm_timings", {}), "seconds"),
-             (_md_release_ratio, sec.get("release_ratio", {}), "ratios"), (_md_noise, sec.get("noise", {}), "us_per_coordinate")]  # fmt: skip
+             (_md_release_ratio, sec.get("release_ratio", {}), "ratios"), (_md_noise, sec.get("noise", {}), "us_per_coordinate"),
+             (_md_sweep, sec.get("sweep", {}), "plan")]  # fmt: skip
     lines = []
     for fn, data, key in parts:
         if key is not True and key not in data:

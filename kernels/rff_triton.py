@@ -25,27 +25,86 @@ the (N, 2F) feature matrix:
 Both use ``input_precision="ieee"`` (true float32 products, no TF32) so they
 agree with the torch reference to float32 rounding.
 
+Tiles are fixed per call, never autotuned: a :class:`TileConfig` (default
+:data:`DEFAULT_TILES`, the module's ``BLOCK_N``/``BLOCK_F``/``BLOCK_K`` and
+Triton's default ``num_warps``/``num_stages``) fixes the tile shapes, hence the
+order of every reduction, so for given shapes, tiles and device the result is
+the same bits on every call. Another tile configuration sums in another order
+(the same sums to float32 rounding, not bit for bit).
+
 This module imports ``triton``; import it only through :mod:`mmgen.kernels.rff`
 (the backend switch), which needs a CUDA device or ``TRITON_INTERPRET=1``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import triton
 import triton.language as tl
 
+from mmgen.config import Config
 from mmgen.errors import BackendError
 
-__all__ = ["rff_class_sums_triton", "rff_loss_grad_triton"]
+__all__ = ["TileConfig", "DEFAULT_TILES", "rff_class_sums_triton", "rff_loss_grad_triton"]
 
-# Tile sizes. Small enough for the interpreter, large enough for a GPU.
+# Default tile sizes. Small enough for the interpreter, large enough for a GPU (chosen without one;
+# benchmarks/kernels_gpu.py's `sweep` section times other TileConfigs on a GPU).
 BLOCK_N = 32
 BLOCK_F = 64
 BLOCK_K = 32
 MAX_BLOCK_C = 64  # classes per launch; more classes are handled by several launches
+
+
+def _is_pow2(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0 and v & (v - 1) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TileConfig(Config):
+    """The fixed tiles of one launch of the RFF kernels (no autotuning: they fix the reduction order).
+
+    Args:
+        block_n: records per tile (a power of two ≥ 16: ``tl.dot`` needs 16 on each side).
+        block_f: frequencies per tile (power of two ≥ 16).
+        block_k: input dimensions per step of the ``xW`` product (power of two ≥ 16).
+        num_warps: warps per program (power of two), or None for Triton's default.
+        num_stages: software-pipelining stages (≥ 1), or None for Triton's default.
+
+    Raises:
+        BackendError: a field out of range (all problems named at once).
+    """
+
+    block_n: int = BLOCK_N
+    block_f: int = BLOCK_F
+    block_k: int = BLOCK_K
+    num_warps: int | None = None
+    num_stages: int | None = None
+
+    def __post_init__(self):
+        problems = [f"`{k}` must be a power of two >= 16. Got {getattr(self, k)!r}."
+                    for k in ("block_n", "block_f", "block_k")
+                    if not (_is_pow2(getattr(self, k)) and getattr(self, k) >= 16)]  # fmt: skip
+        if self.num_warps is not None and not _is_pow2(self.num_warps):
+            problems.append(f"`num_warps` must be None or a power of two. Got {self.num_warps!r}.")
+        if self.num_stages is not None and not (isinstance(self.num_stages, int) and self.num_stages >= 1):
+            problems.append(f"`num_stages` must be None or an integer >= 1. Got {self.num_stages!r}.")
+        if problems:
+            raise BackendError("Invalid TileConfig: " + " ".join(problems))
+
+    def launch_options(self) -> dict:
+        """The keyword arguments of a kernel launch: the block sizes, and warps/stages where set."""
+        out = {"BLOCK_N": self.block_n, "BLOCK_F": self.block_f, "BLOCK_K": self.block_k}
+        if self.num_warps is not None:
+            out["num_warps"] = self.num_warps
+        if self.num_stages is not None:
+            out["num_stages"] = self.num_stages
+        return out
+
+
+DEFAULT_TILES = TileConfig()  # BLOCK_N, BLOCK_F, BLOCK_K above; Triton's default warps and stages
 
 
 @triton.jit
@@ -136,16 +195,27 @@ def _check(x: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> None:
         raise BackendError(f"x, weights and y must be on one device. Got {x.device}, {weights.device}, {y.device}.")
 
 
-def _n_splits(n: int, n_f_tiles: int, device: torch.device) -> int:
-    """Record splits so that the grid fills the device (1 in the interpreter, deterministic per shape)."""
+def _tiles(tiles: TileConfig | None) -> TileConfig:
+    if tiles is None:
+        return DEFAULT_TILES
+    if not isinstance(tiles, TileConfig):
+        raise BackendError(f"`tiles` must be a TileConfig or None. Got {type(tiles).__name__}.")
+    return tiles
+
+
+def _n_splits(n: int, n_f_tiles: int, device: torch.device, block_n: int = BLOCK_N) -> int:
+    """Record splits so that the grid fills the device (at most 4 in the interpreter; deterministic per
+    shape, tiles and device: ``block_n`` is the launch's records per tile)."""
     if device.type != "cuda":
-        return max(1, min(4, triton.cdiv(n, 4 * BLOCK_N)))
+        return max(1, min(4, triton.cdiv(n, 4 * block_n)))
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     want = max(1, (4 * sms) // max(n_f_tiles, 1))
-    return max(1, min(want, triton.cdiv(n, 8 * BLOCK_N)))
+    return max(1, min(want, triton.cdiv(n, 8 * block_n)))
 
 
-def rff_class_sums_triton(x: torch.Tensor, weights: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+def rff_class_sums_triton(
+    x: torch.Tensor, weights: torch.Tensor, y: torch.Tensor, n_classes: int, *, tiles: TileConfig | None = None
+) -> torch.Tensor:
     """``S[c] = Σ_{y_i = c} [cos(x_i W), sin(x_i W)] / sqrt(F)`` with the fused Triton kernel.
 
     Args:
@@ -153,16 +223,21 @@ def rff_class_sums_triton(x: torch.Tensor, weights: torch.Tensor, y: torch.Tenso
         weights ((d, F) Tensor): float32 frequencies.
         y ((N,) Tensor): int64 labels in ``[0, n_classes)``.
         n_classes: C.
+        tiles: the launch's fixed tiles; None for :data:`DEFAULT_TILES`.
 
     Returns:
         (C, 2F) float32 Tensor.
+
+    Raises:
+        BackendError: non-float32 inputs, tensors on several devices, or ``tiles`` not a TileConfig.
     """
     _check(x, weights, y)
+    tiles = _tiles(tiles)
     n, d = x.shape
     f = weights.shape[1]
     y = y.to(torch.int64).contiguous()
-    n_f_tiles = triton.cdiv(f, BLOCK_F)
-    splits = _n_splits(n, n_f_tiles, x.device)
+    n_f_tiles = triton.cdiv(f, tiles.block_f)
+    splits = _n_splits(n, n_f_tiles, x.device, tiles.block_n)
     n_per_split = max(1, triton.cdiv(max(n, 1), splits))
     out = torch.empty(n_classes, 2 * f, dtype=torch.float32, device=x.device)
     scale = 1.0 / math.sqrt(f)
@@ -175,14 +250,20 @@ def rff_class_sums_triton(x: torch.Tensor, weights: torch.Tensor, y: torch.Tenso
                 x, weights, y, partial,
                 n, d, f, c0, n_per_split, scale,
                 x.stride(0), x.stride(1), weights.stride(0), weights.stride(1), partial.stride(0), partial.stride(1),
-                BLOCK_N=BLOCK_N, BLOCK_F=BLOCK_F, BLOCK_K=BLOCK_K, BLOCK_C=block_c,
+                BLOCK_C=block_c, **tiles.launch_options(),
             )  # fmt: skip
         out[c0 : c0 + nc] = partial[:, :nc].sum(dim=0)  # fixed-order reduction over splits
     return out
 
 
 def rff_loss_grad_triton(
-    x: torch.Tensor, weights: torch.Tensor, y: torch.Tensor, residual: torch.Tensor, coef: torch.Tensor
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    y: torch.Tensor,
+    residual: torch.Tensor,
+    coef: torch.Tensor,
+    *,
+    tiles: TileConfig | None = None,
 ) -> torch.Tensor:
     """``G = ∂L/∂(xW)`` of the matching loss, recomputing ``xW`` tile by tile.
 
@@ -192,11 +273,16 @@ def rff_loss_grad_triton(
         y ((N,) Tensor): int64 labels.
         residual ((C, 2F) Tensor): ``mean_c − t_c`` (zero rows for absent classes).
         coef ((N,) Tensor): ``k_i = 2 / (n_{y_i} sqrt(F))`` (times the upstream gradient).
+        tiles: the launch's fixed tiles; None for :data:`DEFAULT_TILES`.
 
     Returns:
         (N, F) float32 Tensor G with ``∂L/∂x = G Wᵀ`` and ``∂L/∂W = xᵀ G``.
+
+    Raises:
+        BackendError: non-float32 inputs, tensors on several devices, or ``tiles`` not a TileConfig.
     """
     _check(x, weights, y)
+    tiles = _tiles(tiles)
     n, d = x.shape
     f = weights.shape[1]
     residual = residual.to(torch.float32).contiguous()
@@ -204,11 +290,11 @@ def rff_loss_grad_triton(
     y = y.to(torch.int64).contiguous()
     g = torch.empty(n, f, dtype=torch.float32, device=x.device)
     if n:
-        grid = (triton.cdiv(n, BLOCK_N), triton.cdiv(f, BLOCK_F))
+        grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(f, tiles.block_f))
         _loss_grad_kernel[grid](
             x, weights, y, residual, coef, g,
             n, d, f,
             x.stride(0), x.stride(1), weights.stride(0), weights.stride(1), residual.stride(0), g.stride(0),
-            BLOCK_N=BLOCK_N, BLOCK_F=BLOCK_F, BLOCK_K=BLOCK_K,
+            **tiles.launch_options(),
         )  # fmt: skip
     return g

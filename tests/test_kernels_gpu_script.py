@@ -1,7 +1,8 @@
 """The GPU run of ``benchmarks/kernels.py`` (``--gpu``), exercised on the CPU so its first real run cannot fail for a silly reason.
 
 ``--dry-run-cpu`` runs every section of the GPU run — kernels and the release path against the CPU
-reference, GEMM and kernel timings, the release path over its GEMM, the noise — with tiny shapes on the
+reference, GEMM and kernel timings, the release path over its GEMM, the noise, the sweep of Triton
+tiles and release chunk budgets — with tiny shapes on the
 CPU, the Triton kernels under ``TRITON_INTERPRET=1`` (the script sets it in its own process). It runs
 here in a subprocess, as the GPU run would, and the JSON and Markdown it writes are checked. Nothing is
 mocked: the sections call the library's real functions. The budget and error handling are checked on
@@ -24,7 +25,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "kernels.py"
-SECTIONS = ("env", "kernel_checks", "release_checks", "gemm_timings", "release_ratio", "noise")
+SECTIONS = ("env", "kernel_checks", "release_checks", "gemm_timings", "release_ratio", "noise", "sweep")
 CPU_START, CPU_END = "<!-- results:start -->", "<!-- results:end -->"
 GPU_START, GPU_END = "<!-- results-gpu:start -->", "<!-- results-gpu:end -->"
 
@@ -147,8 +148,60 @@ def test_dry_run_writes_its_own_block_only(dry_run):
     assert _outside(page, GPU_START, GPU_END) == _outside(before, GPU_START, GPU_END)  # the CPU block and the prose untouched
     block = page[page.index(GPU_START) : page.index(GPU_END)]
     assert "Dry run on the CPU" in block and "All checks passed: **True**" in block
-    for part in ("Kernels on the device", "Release path (exact fixed-point sums)", "GEMM and kernels", "µs per coordinate"):
+    for part in ("Kernels on the device", "Release path (exact fixed-point sums)", "GEMM and kernels", "µs per coordinate",
+                 "Sweep: release chunk budgets"):  # fmt: skip
         assert part in block
+    if importlib.util.find_spec("triton") is not None:
+        assert "Sweep: Triton class-sum tiles" in block and "| 24/64/32/4/2 | failed: " in block
+
+
+def test_dry_run_sweep_release_chunk_budgets(dry_run):
+    """The release path at each chunk budget of the dry run's plan: the module's budget set and restored,
+    the chunks really of different sizes, the sums equal bit for bit across budgets and to the CPU's."""
+    mod = _load_script_module()
+    sw = dry_run["res"]["sections"]["sweep"]
+    assert sw["status"] == "ok" and sw["passed"] is True, sw
+    assert sw["plan"]["chunk_elements"] == list(mod.DRY_SWEEP.chunk_elements)
+    rc = sw["release_chunks"]
+    assert rc["attribute"] == "mmgen.release._CHUNK_ELEMENTS"  # the budget that applies on the dry run's CPU
+    import mmgen.release  # noqa: F401  (the name is the function; the module is in sys.modules)
+
+    assert rc["default_chunk_elements"] == sys.modules["mmgen.release"]._CHUNK_ELEMENTS
+    budgets = rc["budgets"]
+    assert [b["chunk_elements"] for b in budgets] == list(mod.DRY_SWEEP.chunk_elements)
+    assert len({b["records_per_chunk"] for b in budgets}) == len(budgets)  # each budget gave another chunk shape
+    for b in budgets:
+        assert b["status"] == "ok" and b["passed"] is True and b["counts_equal"] is True, b
+        assert b["bit_equal_to_first_budget"] and b["max_diff_to_first_budget_grid_units"] == 0, b
+        assert b["bit_equal_to_cpu_reference"] and b["max_diff_to_cpu_reference_grid_units"] == 0, b
+        assert b["streamed_equal_on_device"] is True
+        for k in ("on_device_over_gemm_fp64", "streamed_over_gemm_fp64"):
+            assert _positive_finite(b[k])
+    assert rc["bit_equal_across_budgets"] is True and rc["bit_equal_to_cpu_reference"] is True
+    assert rc["best"]["chunk_elements"] in mod.DRY_SWEEP.chunk_elements
+    assert isinstance(rc["goal_release_within_1.5x_gemm_fp64_met_by_best"], bool)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="the tile sweep runs the Triton kernel")
+def test_dry_run_sweep_triton_tiles(dry_run):
+    """Each tile configuration of the dry run's plan ran under the interpreter within the kernel's tolerance
+    and bitwise on a rerun, or, for the deliberately invalid one, is recorded as failed with its error."""
+    tt = dry_run["res"]["sections"]["sweep"]["triton_tiles"]
+    configs = {c["config"]: c for c in tt["configs"]}
+    assert list(configs) == ["default", "16/32/16/2/2", "24/64/32/4/2"]
+    for name in ("default", "16/32/16/2/2"):
+        c = configs[name]
+        assert c["status"] == "ok" and c["passed"] is True and c["bitwise_rerun"] is True, c
+        assert 0 <= c["max_abs_err"] <= c["tolerance"] == tt["tolerance"]
+        assert _positive_finite(c["rate_over_cublas_fp32"]) and _positive_finite(c["seconds"]["median"])
+    assert configs["default"]["launch"]["BLOCK_N"] == 32 and configs["default"]["launch"]["num_warps"] == "Triton's default"
+    small = configs["16/32/16/2/2"]["launch"]
+    assert (small["BLOCK_N"], small["BLOCK_F"], small["BLOCK_K"], small["num_warps"], small["num_stages"]) == (16, 32, 16, 2, 2)
+    assert small["grid"][0] == 2  # F = 64 in tiles of 32
+    bad = configs["24/64/32/4/2"]
+    assert bad["status"] == "failed" and "block_n" in bad["error"] and "power of two" in bad["error"]
+    assert tt["failed"] == 1 and tt["skipped"] == 0 and tt["passed"] is True
+    assert tt["best"]["config"] in ("default", "16/32/16/2/2")
 
 
 def test_budget_skips_sections_and_still_writes(tmp_path):
@@ -214,3 +267,58 @@ def test_gpu_flag_without_cuda_refuses_clearly(tmp_path):
     proc = _run("--gpu", "--gpu-json", str(tmp_path / "k.json"), "--gpu-markdown", str(tmp_path / "k.md"), timeout=60)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
     assert not (tmp_path / "k.json").exists()
+
+
+_TILES_CHILD = r"""
+import math, torch
+from mmgen.errors import BackendError
+from mmgen.kernels import rff_class_sums_reference
+from mmgen.kernels import rff_triton as rt
+
+gen = torch.Generator().manual_seed(0)
+x, w = torch.rand(70, 20, generator=gen), torch.randn(20, 40, generator=gen)
+y = torch.randint(0, 3, (70,), generator=gen)
+want = rff_class_sums_reference(x.double(), w.double(), y, 3)
+small = rt.TileConfig(block_n=16, block_f=16, block_k=16, num_warps=2, num_stages=2)
+assert rt.TileConfig() == rt.DEFAULT_TILES and rt.DEFAULT_TILES.to_dict() == {
+    "block_n": 32, "block_f": 64, "block_k": 32, "num_warps": None, "num_stages": None}
+default = rt.rff_class_sums_triton(x, w, y, 3)
+assert torch.equal(default, rt.rff_class_sums_triton(x, w, y, 3, tiles=rt.DEFAULT_TILES))  # None means the default
+got = rt.rff_class_sums_triton(x, w, y, 3, tiles=small)
+torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-5 * math.sqrt(70))
+assert torch.equal(got, rt.rff_class_sums_triton(x, w, y, 3, tiles=small))  # fixed tiles: the same bits again
+r, k = torch.randn(3, 80, generator=gen), torch.rand(70, generator=gen)
+g0 = rt.rff_loss_grad_triton(x, w, y, r, k)
+g1 = rt.rff_loss_grad_triton(x, w, y, r, k, tiles=small)
+torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6)
+for bad in ({"block_n": 24}, {"block_k": 8}, {"num_warps": 3}, {"num_stages": 0}):
+    try:
+        rt.TileConfig(**bad)
+    except BackendError as exc:
+        assert next(iter(bad)) in str(exc), exc
+    else:
+        raise AssertionError(f"TileConfig({bad}) was accepted")
+try:
+    rt.TileConfig.from_dict({"block_m": 64})
+except TypeError as exc:
+    assert "block_m" in str(exc) and "block_n" in str(exc)
+else:
+    raise AssertionError("an unknown key was accepted")
+try:
+    rt.rff_class_sums_triton(x, w, y, 3, tiles={"block_n": 64})
+except BackendError as exc:
+    assert "TileConfig" in str(exc)
+else:
+    raise AssertionError("a dict was accepted as tiles")
+print("tiles ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package (run in its interpreter)")
+def test_tile_config_under_the_interpreter():
+    """``TileConfig``: the default unchanged, other tiles within the kernel's tolerance and bitwise on a
+    rerun (class sums and loss gradient), invalid fields and unknown keys refused (TRITON_INTERPRET=1 in a
+    subprocess, as tests/test_kernels_interpret.py does)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _TILES_CHILD], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and "tiles ok" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
