@@ -22,6 +22,12 @@ Its settings (``--epochs``, ``--batch``, ``--lr``, ``--clip``) are fixed in adva
 not tuned here. The Poisson masks and the noise come from :class:`mmgen.privacy.noise.PrivateStreams`
 with a **test seed**: reproducible, unfit for publication (a library stage would use OS entropy).
 
+``--guide-steps K`` also scores the images after K Adam steps on their pixels toward the labeller's
+labels (lower cross-entropy of the labeller; post-processing, same ε): does the labeller's knowledge
+move into the images? ``--guide-generator W`` asks the same of the generator: a copy fine-tuned on the
+release's loss plus W × the labeller's cross-entropy (post-processing, same ε). (Neither lifted the CNN:
+``docs/image_teacher.md``.)
+
 Protocol as ``image_ceiling.py``: fitted on five sixths of the training records, scored on the
 held-out sixth (per-record hash); the test split is never read. Writes
 ``docs/results/image_teacher.json`` and the results block of ``docs/image_teacher.md``.
@@ -118,6 +124,62 @@ def train_dp_sgd(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, sigma: flo
     return model.eval()
 
 
+def guide(x: torch.Tensor, labels: torch.Tensor, teacher: nn.Module, *, steps: int, lr: float, low: float,
+          high: float) -> tuple[torch.Tensor, float]:
+    """Adam on the pixels of ``x`` toward the labeller's ``labels`` (its cross-entropy), clamped to the domain.
+
+    Post-processing of the labeller (and of the generator's images): it moves each image into the
+    labeller's region of its label, so that a student trained on hard labels sees the labeller's
+    decision features. Returns the images and the final mean cross-entropy.
+    """
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    x = x.clone().float().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    loss = float("nan")
+    for step in range(steps + 1):
+        value = nn.functional.cross_entropy(teacher(x), labels)
+        loss = float(value.detach())
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(low, high)
+    return x.detach(), loss
+
+
+def guide_generator(trained, release, teacher: nn.Module, *, weight: float, steps: int, batch: int, lr: float,
+                    seed: int):
+    """Fine-tunes a copy of the fitted generator on the release's matching loss plus ``weight`` × the
+    labeller's cross-entropy for the generator's own classes (post-processing of both); returns the copy.
+
+    Unlike moving each image's pixels, the generator is one smooth map of its latent, so the labeller's
+    signal shapes what a class's images have in common rather than each image's adversarial direction.
+    """
+    import copy
+
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    gen_net = copy.deepcopy(trained.generator).train()
+    fmaps = [release.feature_map(s.name) for s in release.statistics]
+    targets = [release.mean_embeddings(s.name).float() for s in release.statistics]
+    proportions = release.class_proportions().float()
+    rng = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(gen_net.parameters(), lr=lr)
+    for _ in range(steps):
+        y = torch.multinomial(proportions, batch, replacement=True, generator=rng)
+        z = torch.randn(batch, gen_net.config.latent_dim, generator=rng)
+        x = gen_net(z, y)
+        loss = sum(f.matching_loss(x, y, t) for f, t in zip(fmaps, targets))
+        loss = loss + weight * nn.functional.cross_entropy(teacher(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return gen_net.eval()
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     ds, schema = validation_data(args.max_train, args.max_val)
@@ -142,9 +204,9 @@ def run(args) -> dict:
     x, y = trained.sample(args.n_syn, seed=seed)
     release_event = dp_event([s.noise_multiplier for s in rel.statistics])
 
-    def score(what: str, total: str, labels, **extra) -> None:
+    def score(what: str, total: str, labels, images=None, **extra) -> None:
         try:
-            rep = evaluate(x, labels, ds, metrics="lr,cnn", seed=seed, cache=cache,
+            rep = evaluate(x if images is None else images, labels, ds, metrics="lr,cnn", seed=seed, cache=cache,
                            cnn_options={"max_epochs": args.cnn_epochs, "patience": 3})  # fmt: skip
         except DataError as e:  # e.g. a smoke test's labeller that predicts one class
             rep, extra = {}, {**extra, "error": str(e)}
@@ -171,6 +233,36 @@ def run(args) -> dict:
               f"on the held-out records ({teacher_s:.0f} s)", flush=True)  # fmt: skip
         score("DP-SGD labeller", label, labels, sigma=sigma, composed_epsilon=composed, teacher_accuracy=teacher_acc,
               teacher_s=round(teacher_s, 1), agreement=float((labels == y).float().mean()))
+        for weight in [float(v) for v in args.guide_generator.split(",") if v.strip()]:
+            t0 = time.perf_counter()
+            gen_net = guide_generator(trained, rel, teacher, weight=weight, steps=args.guide_generator_steps,
+                                      batch=args.fit_batch, lr=args.guide_generator_lr, seed=seed)  # fmt: skip
+            with torch.no_grad():
+                gen = torch.Generator().manual_seed(seed + 1)
+                yg = torch.multinomial(rel.class_proportions().float(), args.n_syn, replacement=True, generator=gen)
+                xg = torch.cat([gen_net(torch.randn(len(yb), gen_net.config.latent_dim, generator=gen), yb)
+                                for yb in yg.split(2000)])  # fmt: skip
+                tg = torch.cat([teacher(xg[i : i + 2000]).argmax(1) for i in range(0, len(xg), 2000)])
+            guide_s = time.perf_counter() - t0
+            agree = float((tg == yg).float().mean())
+            print(f"  generator guided (weight {weight:g}, {args.guide_generator_steps} steps): labeller agrees with "
+                  f"{agree:.1%} of the classes ({guide_s:.0f} s)", flush=True)  # fmt: skip
+            common = dict(images=xg, sigma=sigma, composed_epsilon=composed, teacher_accuracy=teacher_acc,
+                          teacher_s=round(teacher_s, 1), agreement=agree, guide_weight=weight,
+                          guide_steps=args.guide_generator_steps, guide_s=round(guide_s, 1))  # fmt: skip
+            score(f"generator guided by the labeller (weight {weight:g}), own labels", label, yg, **common)
+            score(f"generator guided by the labeller (weight {weight:g}), labeller's labels", label, tg, **common)
+        for steps_g in [int(v) for v in args.guide_steps.split(",") if v.strip() and int(v) > 0]:
+            t0 = time.perf_counter()
+            xg, ce = guide(x, labels, teacher, steps=steps_g, lr=args.guide_lr, low=ds.low, high=ds.high)
+            guide_s = time.perf_counter() - t0
+            moved = float((xg - x.float()).flatten(1).norm(dim=1).mean())
+            print(f"  guided {steps_g} steps (lr {args.guide_lr:g}): labeller CE {ce:.3f}, mean L2 move {moved:.2f} "
+                  f"({guide_s:.0f} s)", flush=True)  # fmt: skip
+            score(f"DP-SGD labeller, images guided {steps_g} steps", label, labels, images=xg, sigma=sigma,
+                  composed_epsilon=composed, teacher_accuracy=teacher_acc, teacher_s=round(teacher_s, 1),
+                  agreement=float((labels == y).float().mean()), guide_steps=steps_g, guide_lr=args.guide_lr,
+                  guide_ce=ce, guide_move=moved, guide_s=round(guide_s, 1))
     return out
 
 
@@ -212,6 +304,13 @@ def main() -> None:
     p.add_argument("--clip", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=4.0)
     p.add_argument("--n-syn", type=int, default=10_000)
+    p.add_argument("--guide-steps", default="", help="comma list: also score the images moved this many Adam steps "
+                   "toward the labeller's labels (post-processing; 0 or empty: off)")
+    p.add_argument("--guide-lr", type=float, default=0.01, help="Adam's step on the pixels for --guide-steps")
+    p.add_argument("--guide-generator", default="", help="comma list of weights: also fine-tune the fitted generator "
+                   "on the release's loss + weight × the labeller's cross-entropy, and score its images")
+    p.add_argument("--guide-generator-steps", type=int, default=200)
+    p.add_argument("--guide-generator-lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cnn-epochs", type=int, default=20)
     p.add_argument("--max-train", type=int, default=None)

@@ -98,3 +98,33 @@ def test_table_shows_the_composed_epsilon(tt):
     text = tt.table(out)
     assert "| 1 (0.9999) | 1.500 | 0.800 | 70.0% | 0.720 | – | 100 |" in text
     assert "| generator's own (release only) | 0.2 (0.2000) | – |" in text
+
+
+def test_guided_pixels_stay_in_the_domain_and_lower_the_labellers_loss(tt):
+    torch.manual_seed(0)
+    teacher = tt.TanhCNN(1, 10)
+    x, y = _data(32)
+    teacher(x[:2])
+    teacher.eval()
+    with torch.no_grad():
+        before = float(torch.nn.functional.cross_entropy(teacher(x), y))
+    moved, after = tt.guide(x, y, teacher, steps=5, lr=0.05, low=0.0, high=1.0)
+    assert after < before
+    assert moved.shape == x.shape and float(moved.min()) >= 0.0 and float(moved.max()) <= 1.0
+    assert not torch.equal(moved, x)
+
+
+def test_guided_generator_is_a_copy_and_the_fitted_one_is_unchanged(tt, digits):
+    import mmgen
+
+    ds = digits
+    rel = mmgen.release(ds, features=mmgen.features.create("rff", n_features=64, seed=5), epsilon=1.0, delta=1e-5,
+                        noise_seed=3)  # fmt: skip
+    trained = mmgen.fit(mmgen.generators.for_release(rel, "conv"), rel, epochs=1, steps_per_epoch=2, batch_size=16,
+                        seed=0, progress=False)  # fmt: skip
+    torch.manual_seed(1)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, ds.n_classes))  # digits are 8×8
+    before = _params(trained.generator).clone()
+    guided = tt.guide_generator(trained, rel, teacher.eval(), weight=1.0, steps=3, batch=16, lr=1e-2, seed=0)
+    assert torch.equal(_params(trained.generator), before)
+    assert not torch.equal(_params(guided), before)
