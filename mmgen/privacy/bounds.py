@@ -119,9 +119,10 @@ def _scaled_grid_rows(phi: torch.Tensor, max_norm: float, *, refuse_non_finite: 
     """In place on a float64 (N, D) tensor: cap each row, scale by 2^FRACTION_BITS, round to integers.
 
     Computes, bit for bit, ``round(phi / max(1, ‖phi_i‖/m) · 2^FRACTION_BITS)`` row by row, as one
-    broadcast division would, but divides only the rows whose factor is not 1 (dividing by exactly
-    1.0 changes no bit, NaN and inf included): a float64 row that a map normalised to norm 1 comes
-    out with a norm a few units of 2⁻⁵² on either side of 1, so only some rows need the division.
+    broadcast division would, but on the CPU divides only the rows whose factor is not 1 (dividing by
+    exactly 1.0 changes no bit, NaN and inf included): a float64 row that a map normalised to norm 1
+    comes out with a norm a few units of 2⁻⁵² on either side of 1, so only some rows need the division.
+    On a GPU every row is divided by its factor (one kernel; finding the capped rows would synchronise).
 
     Args:
         phi ((N, D) float64 Tensor): overwritten with the rounded rows.
@@ -134,13 +135,16 @@ def _scaled_grid_rows(phi: torch.Tensor, max_norm: float, *, refuse_non_finite: 
     scale = torch.linalg.vector_norm(phi, dim=1).div_(max_norm)  # (N,) float64 norms / m, as the broadcast cap has them
     if refuse_non_finite and not bool(torch.isfinite(scale).all()) and not bool(torch.isfinite(phi).all()):
         raise NonFiniteFeatures("The feature map produced NaN or inf for some records.")
-    capped = (~(scale <= 1.0)).nonzero().flatten()  # rows whose factor max(1, scale) is not 1 (NaN included)
     n, dim = phi.shape
-    if phi.device.type == "cpu" and len(capped) * (dim + _ROW_CALL) < n * dim:  # the same quotients, capped rows only
-        for i in capped.tolist():
-            phi[i].div_(scale[i])
-    elif len(capped):
+    if phi.device.type != "cpu":  # one broadcast division, no synchronisation (dividing by 1.0 changes no bit)
         phi.div_(scale.clamp_(min=1.0)[:, None])
+    else:
+        capped = (~(scale <= 1.0)).nonzero().flatten()  # rows whose factor max(1, scale) is not 1 (NaN included)
+        if len(capped) * (dim + _ROW_CALL) < n * dim:  # the same quotients, capped rows only
+            for i in capped.tolist():
+                phi[i].div_(scale[i])
+        elif len(capped):
+            phi.div_(scale.clamp_(min=1.0)[:, None])
     phi.mul_(2.0**FRACTION_BITS)  # multiplying by a power of two is exact
     return phi.round_()
 
