@@ -66,6 +66,7 @@ __all__ = ["Release", "Statistic", "release", "accumulate", "accumulate_fixed_po
 
 _CHUNK_ELEMENTS = 1 << 21  # float64 feature values per dense chunk on the release path (16 MiB: kept near the caches)
 _DEVICE_CHUNK_ELEMENTS = 1 << 23  # the same on a GPU (64 MiB)
+_DEVICE_MAX_ROWS = 1 << 16  # records per chunk on a GPU at most (4,096 on the CPU); kernels_gpu.py's sweep varies the budget
 _WIDE_MIN_ROWS = 16  # fewer CPU records per chunk than this: the map is wide, see _chunk_rows
 _WIDE_CHUNK_ELEMENTS = 1 << 27  # float64 values per chunk for such a map (1 GiB)
 _SPARSE_ELEMENTS = 1 << 23  # table-marginals' sparse path: records per chunk from 2 · input_dim values each
@@ -450,7 +451,8 @@ def accumulate_fixed_point(
     plans = [_one_hot_plan(f) for f in fmaps]  # q per entry: table-marginals' well-formed rows summed sparsely; else None
     devices = [_device_of(f) for f in fmaps]
     dense_rows = [_chunk_rows(f.output_dim, d) for f, d in zip(fmaps, devices)]  # float64 rows per chunk
-    rows = max(1, min(4096, *(r if q is None else _SPARSE_ELEMENTS // (2 * f.input_dim)
+    cap = 4096 if all(d.type == "cpu" for d in devices) else _DEVICE_MAX_ROWS
+    rows = max(1, min(cap, *(r if q is None else _SPARSE_ELEMENTS // (2 * f.input_dim)
                               for f, q, r in zip(fmaps, plans, dense_rows))))  # records per chunk  # fmt: skip
     padded = [q is None and _pads(f) for f, q in zip(fmaps, plans)]
     chunks = _Chunks(rows, bounds[0])
@@ -510,10 +512,12 @@ def _chunk_rows(dim: int, device: torch.device | None = None) -> int:
 
     On the CPU at most ``_CHUNK_ELEMENTS`` float64 values (a chunk's elementwise passes stay near the
     caches), a multiple of 64 rows from 64 on (MKL's float64 product ran ~10 % slower on 209 rows than
-    on 192 or 256); elsewhere at most ``_DEVICE_CHUNK_ELEMENTS`` (fewer, larger launches). At most 4,096.
+    on 192 or 256), at most 4,096 rows; elsewhere at most ``_DEVICE_CHUNK_ELEMENTS`` values (fewer,
+    larger launches) and ``_DEVICE_MAX_ROWS`` rows.
     """
-    budget = _CHUNK_ELEMENTS if device is None or device.type == "cpu" else _DEVICE_CHUNK_ELEMENTS
-    rows = max(1, min(4096, budget // max(dim, 1)))
+    on_cpu = device is None or device.type == "cpu"
+    budget = _CHUNK_ELEMENTS if on_cpu else _DEVICE_CHUNK_ELEMENTS
+    rows = max(1, min(4096 if on_cpu else _DEVICE_MAX_ROWS, budget // max(dim, 1)))
     if rows < _WIDE_MIN_ROWS:  # a very wide map (ntk at the DP-NTK paper's width, 628,801 features): a few records
         # per chunk would spend most of the time writing (C, D) class sums, so take up to 128 records, within
         # _WIDE_CHUNK_ELEMENTS (1 GiB of float64); 814 s -> 282 s for that release (docs/release_e2e.md)
