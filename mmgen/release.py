@@ -445,22 +445,21 @@ def accumulate_fixed_point(
     stream = batches.batches() if gated else batches
     for f in fmaps:
         check_rounding_budget(f.output_dim)
-    sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.int64) for f in fmaps]
+    devices = [_device_of(f) for f in fmaps]
+    # int64 sums on each map's device, brought to the CPU once at the end (a GPU is not synchronised per chunk)
+    sums = [torch.zeros(n_classes, f.output_dim, dtype=torch.int64, device=d) for f, d in zip(fmaps, devices)]
     counts = torch.zeros(n_classes, dtype=torch.int64)
     names = _unique_names(list(fmaps))
     plans = [_one_hot_plan(f) for f in fmaps]  # q per entry: table-marginals' well-formed rows summed sparsely; else None
-    devices = [_device_of(f) for f in fmaps]
+    plans = [None if q is None else q.to(d) for q, d in zip(plans, devices)]
     dense_rows = [_chunk_rows(f.output_dim, d) for f, d in zip(fmaps, devices)]  # float64 rows per chunk
-    cap = 4096 if all(d.type == "cpu" for d in devices) else _DEVICE_MAX_ROWS
-    rows = max(1, min(cap, *(r if q is None else _SPARSE_ELEMENTS // (2 * f.input_dim)
-                              for f, q, r in zip(fmaps, plans, dense_rows))))  # records per chunk  # fmt: skip
+    rows = max(1, min(*(_max_rows(d) for d in devices), *(r if q is None else _SPARSE_ELEMENTS // (2 * f.input_dim)
+                                                          for f, q, r in zip(fmaps, plans, dense_rows))))  # fmt: skip
     padded = [q is None and _pads(f) for f, q in zip(fmaps, plans)]
     chunks = _Chunks(rows, bounds[0])
     seen = 0
     bar = _progress(progress)
 
-    # int64 sums on each map's device, brought to the CPU once at the end (a GPU is not synchronised per chunk)
-    sums = [acc.to(device) for acc, device in zip(sums, devices)]
 
     def add(xc: torch.Tensor, yc: torch.Tensor, n: int) -> None:
         """Adds the first n records of one chunk (xc, yc hold ``rows`` records, or n when the stream ended early)."""
@@ -474,7 +473,7 @@ def accumulate_fixed_point(
                 xd, yd = xc[:n].to(device), yc[:n].to(device)
                 if q is not None:  # well-formed rows: q times their cells' counts; the others go dense
                     ok, cells, bins = f.one_hot_cells(xd)
-                    acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).to(acc.device) * q.to(acc.device))
+                    acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).to(acc.device) * q)
                     xd, yd = xd[~ok], yd[~ok]
                 for at in range(0, len(yd), step):
                     phi = f.release_features(xd[at : at + step])
@@ -507,6 +506,11 @@ def accumulate_fixed_point(
     return [acc.cpu() for acc in sums], counts
 
 
+def _max_rows(device: torch.device | None) -> int:
+    """Records per chunk at most: 4,096 on the CPU, ``_DEVICE_MAX_ROWS`` on a device."""
+    return 4096 if device is None or device.type == "cpu" else _DEVICE_MAX_ROWS
+
+
 def _chunk_rows(dim: int, device: torch.device | None = None) -> int:
     """Records per dense chunk for a map of ``dim`` features on ``device``.
 
@@ -515,9 +519,8 @@ def _chunk_rows(dim: int, device: torch.device | None = None) -> int:
     on 192 or 256), at most 4,096 rows; elsewhere at most ``_DEVICE_CHUNK_ELEMENTS`` values (fewer,
     larger launches) and ``_DEVICE_MAX_ROWS`` rows.
     """
-    on_cpu = device is None or device.type == "cpu"
-    budget = _CHUNK_ELEMENTS if on_cpu else _DEVICE_CHUNK_ELEMENTS
-    rows = max(1, min(4096 if on_cpu else _DEVICE_MAX_ROWS, budget // max(dim, 1)))
+    budget = _CHUNK_ELEMENTS if device is None or device.type == "cpu" else _DEVICE_CHUNK_ELEMENTS
+    rows = max(1, min(_max_rows(device), budget // max(dim, 1)))
     if rows < _WIDE_MIN_ROWS:  # a very wide map (ntk at the DP-NTK paper's width, 628,801 features): a few records
         # per chunk would spend most of the time writing (C, D) class sums, so take up to 128 records, within
         # _WIDE_CHUNK_ELEMENTS (1 GiB of float64); 814 s -> 282 s for that release (docs/release_e2e.md)
