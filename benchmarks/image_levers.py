@@ -142,16 +142,18 @@ def noise_floor(release) -> float:
     return float(sum((s.sums.shape[-1] * (s.noise_std / (s.feature_weight * counts)) ** 2).sum() for s in release.statistics))
 
 
-def refine(x: torch.Tensor, y: torch.Tensor, release, *, steps: int, floor: float | None, lr: float, low: float,
-           high: float) -> tuple[torch.Tensor, int, float]:
-    """Adam on the pixels of ``x`` against the release's matching loss (every statistic, weight 1); post-processing."""
-    fmaps = [release.feature_map(s.name) for s in release.statistics]
-    targets = [release.mean_embeddings(s.name).float() for s in release.statistics]
-    x = x.clone().requires_grad_(True)
+def optimise_pixels(x: torch.Tensor, loss_of, *, steps: int, lr: float, low: float, high: float,
+                    floor: float | None = None) -> tuple[torch.Tensor, int, float]:
+    """Adam on the pixels of a copy of ``x`` against ``loss_of(x)``, clamped to [low, high] after each step.
+
+    Stops after ``steps`` steps or once the loss is at most ``floor``; returns the pixels, the steps
+    taken and the last loss.
+    """
+    x = x.clone().float().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
-    loss = float("nan")
-    for step in range(steps + 1):
-        value = sum(f.matching_loss(x, y, t) for f, t in zip(fmaps, targets))
+    step = 0
+    while True:
+        value = loss_of(x)
         loss = float(value.detach())
         if step == steps or (floor is not None and loss <= floor):
             return x.detach(), step, loss
@@ -160,7 +162,16 @@ def refine(x: torch.Tensor, y: torch.Tensor, release, *, steps: int, floor: floa
         opt.step()
         with torch.no_grad():
             x.clamp_(low, high)
-    return x.detach(), steps, loss
+        step += 1
+
+
+def refine(x: torch.Tensor, y: torch.Tensor, release, *, steps: int, floor: float | None, lr: float, low: float,
+           high: float) -> tuple[torch.Tensor, int, float]:
+    """Adam on the pixels of ``x`` against the release's matching loss (every statistic, weight 1); post-processing."""
+    fmaps = [release.feature_map(s.name) for s in release.statistics]
+    targets = [release.mean_embeddings(s.name).float() for s in release.statistics]
+    return optimise_pixels(x, lambda v: sum(f.matching_loss(v, y, t) for f, t in zip(fmaps, targets)), steps=steps,
+                           lr=lr, low=low, high=high, floor=floor)  # fmt: skip
 
 
 def release_of(spec: str, ds, epsilon: float, seed: int, schema: dict):

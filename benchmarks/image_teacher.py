@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mmgen  # noqa: E402
 from image_ceiling import DELTA, NEIGHBOURING, _load  # noqa: E402
-from image_levers import _fmt, release_of, validation_data  # noqa: E402
+from image_levers import _fmt, optimise_pixels, release_of, validation_data  # noqa: E402
 from mmgen.cli.common import FIT_DEFAULTS  # noqa: E402
 from mmgen.errors import DataError  # noqa: E402
 from mmgen.evaluate import evaluate  # noqa: E402
@@ -134,20 +134,9 @@ def guide(x: torch.Tensor, labels: torch.Tensor, teacher: nn.Module, *, steps: i
     """
     for p in teacher.parameters():
         p.requires_grad_(False)
-    x = x.clone().float().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
-    loss = float("nan")
-    for step in range(steps + 1):
-        value = nn.functional.cross_entropy(teacher(x), labels)
-        loss = float(value.detach())
-        if step == steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        with torch.no_grad():
-            x.clamp_(low, high)
-    return x.detach(), loss
+    moved, _, loss = optimise_pixels(x, lambda v: nn.functional.cross_entropy(teacher(v), labels), steps=steps, lr=lr,
+                                     low=low, high=high)  # fmt: skip
+    return moved, loss
 
 
 def guide_generator(trained, release, teacher: nn.Module, *, weight: float, steps: int, batch: int, lr: float,
