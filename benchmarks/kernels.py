@@ -2,7 +2,9 @@
 
 CPU (always):
   * time of the RFF release path (``mmgen.release.accumulate`` with an RFF map:
-    validation, float64 features, float64 norm cap, exact fixed-point sums) and of
+    validation, lattice frequencies' exact float32 product, float64 cos/sin and
+    norm cap, exact fixed-point sums; and the same with Gaussian frequencies, whose
+    product is float64, the path before lattice frequencies) and of
     the kernel alone (``rff_class_sums_reference``), each divided by the time of
     the bare ``X @ W`` product of the same shapes, and by the same product in
     float32 and in float64 chunked as the release path chunks it (the float64 one
@@ -63,12 +65,13 @@ def _data(n: int, d: int, c: int, seed: int = 0):
     return torch.rand(n, d, generator=gen), torch.randint(0, c, (n,), generator=gen)
 
 
-def _fmap(d: int, f: int, backend: str = "torch"):
+def _fmap(d: int, f: int, backend: str = "torch", frequencies: str = "lattice"):
     import mmgen
 
     side = int(round(d**0.5))
     shape = (1, side, side) if side * side == d else (d,)
-    return mmgen.features.create("rff", input_shape=shape, n_features=2 * f, seed=0, backend=backend)
+    return mmgen.features.create("rff", input_shape=shape, n_features=2 * f, seed=0, backend=backend,
+                                 frequencies=frequencies)  # fmt: skip
 
 
 def cpu_ratio(n: int, d: int, f: int, c: int, reps: int) -> dict:
@@ -104,11 +107,16 @@ def cpu_ratio(n: int, d: int, f: int, c: int, reps: int) -> dict:
     def kernel():
         return rff_class_sums_reference(x, w, y, c)
 
-    def release_path():
+    def release_path():  # the default: lattice frequencies, an exact float32 product
         return accumulate(iter_batches(xs, y, 4096), [fmap], c, fmap.input_shape_, (0.0, 1.0))
 
+    gaussian = _fmap(d, f, frequencies="gaussian")
+
+    def release_path_gaussian():  # Gaussian frequencies: the float64 product (the release path before 2026-12-06)
+        return accumulate(iter_batches(xs, y, 4096), [gaussian], c, gaussian.input_shape_, (0.0, 1.0))
+
     fns = {"bare_matmul": bare, "gemm_chunked": gemm_chunked, "gemm64_chunked": gemm64_chunked, "kernel": kernel,
-           "release_path": release_path}  # fmt: skip
+           "release_path": release_path, "release_path_gaussian": release_path_gaussian}  # fmt: skip
     for fn in fns.values():  # warm-up
         fn()
     times = {k: [] for k in fns}
@@ -137,6 +145,8 @@ def cpu_ratio(n: int, d: int, f: int, c: int, reps: int) -> dict:
         "ratio_kernel_over_gemm_chunked": best["kernel"] / best["gemm_chunked"],
         "ratio_gemm64_chunked_over_gemm_chunked": best["gemm64_chunked"] / best["gemm_chunked"],
         "ratio_release_path_over_gemm64_chunked": best["release_path"] / best["gemm64_chunked"],
+        "ratio_release_path_gaussian_over_bare": best["release_path_gaussian"] / best["bare_matmul"],
+        "ratio_release_path_over_release_path_gaussian": best["release_path"] / best["release_path_gaussian"],
     }
 
 
@@ -289,9 +299,15 @@ def _ratio_lines(cpu: dict) -> list[str]:
         f"{b['gemm64_chunked'] / b['bare_matmul']:.2f} | {cpu['ratio_gemm64_chunked_over_gemm_chunked']:.2f} | 1.00 |",
         f"| kernel `rff_class_sums_reference` (float32) | {b['kernel']:.2f} | {cpu['ratio_kernel_over_bare']:.2f} | "
         f"{cpu['ratio_kernel_over_gemm_chunked']:.2f} | |",
-        f"| release path `accumulate` (validation, float64 features and cap, exact sums) | {rel:.2f} | "
+        f"| release path `accumulate`, lattice frequencies (the default: validation, exact float32 product, "
+        f"float64 cos/sin and cap, exact sums) | {rel:.2f} | "
         f"{cpu['ratio_release_path_over_bare']:.2f} | {cpu['ratio_release_path_over_gemm_chunked']:.2f} | "
         f"{cpu['ratio_release_path_over_gemm64_chunked']:.2f} |",
+    ] + ([
+        f"| release path `accumulate`, Gaussian frequencies (float64 product, float64 features and cap, exact sums) | "
+        f"{b['release_path_gaussian']:.2f} | {cpu['ratio_release_path_gaussian_over_bare']:.2f} | "
+        f"{b['release_path_gaussian'] / b['gemm_chunked']:.2f} | {b['release_path_gaussian'] / b['gemm64_chunked']:.2f} |",
+    ] if "release_path_gaussian" in b else []) + [
         "",
     ] + ([
         f"In this process's CPU time (wall time above; CPU time leaves out the waits of a busy machine): release "

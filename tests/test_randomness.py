@@ -182,7 +182,9 @@ PUBLIC_RANDOMNESS = {
         "torch.manual_seed(config.seed)": "the VAE's public initialisation",
     },
     "features/perceptual.py": {"torch.manual_seed(int(seed))": "a feature map's public weights"},
-    "features/rff.py": {"gen = torch.Generator().manual_seed(int(cfg.seed))": "public random frequencies"},
+    "features/rff.py": {"gen = torch.Generator().manual_seed(int(cfg.seed))": "public random frequencies",
+                        "gen = torch.Generator().manual_seed(20261206)":
+                            "public integers probing the float32 product's exactness"},
     "features/tabular.py": {"gen = torch.Generator().manual_seed(c.seed)": "public random frequencies"},
     "features/ntk.py": {"torch.manual_seed(int(self.config.seed))": "the NTK network's public initialisation"},
     "features/hermite.py": {"gen = torch.Generator().manual_seed(int(cfg.seed))": "public coordinate subsets"},

@@ -305,4 +305,6 @@ def from_spec(spec: dict[str, Any]) -> FeatureMap:
     config = dict(spec["config"])
     if spec["name"] == "table-marginals" and "weighting" not in config:
         config["weighting"] = "equal"  # written before the per-table weights existed: every table weighed the same
+    if spec["name"] == "rff" and "frequencies" not in config:
+        config["frequencies"] = "gaussian"  # written before lattice frequencies existed: W ~ N(0, ℓ⁻²)
     return create(spec["name"], input_shape=spec["input_shape"], bounds=tuple(spec["bounds"]), **config)
