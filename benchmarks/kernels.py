@@ -295,7 +295,7 @@ def _ratio_lines(cpu: dict) -> list[str]:
         f"{b['bare_matmul']:.2f} | 1.00 | | |",
         f"| chunked GEMM (float32, 4,096 rows at a time into one reused buffer) | {b['gemm_chunked']:.2f} | "
         f"{b['gemm_chunked'] / b['bare_matmul']:.2f} | 1.00 | |",
-        f"| float64 GEMM in the release path's chunks (the floor of an exact release) | {b['gemm64_chunked']:.2f} | "
+        f"| float64 GEMM in the release path's chunks (the floor of the Gaussian-frequency release) | {b['gemm64_chunked']:.2f} | "
         f"{b['gemm64_chunked'] / b['bare_matmul']:.2f} | {cpu['ratio_gemm64_chunked_over_gemm_chunked']:.2f} | 1.00 |",
         f"| kernel `rff_class_sums_reference` (float32) | {b['kernel']:.2f} | {cpu['ratio_kernel_over_bare']:.2f} | "
         f"{cpu['ratio_kernel_over_gemm_chunked']:.2f} | |",
