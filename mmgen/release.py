@@ -64,6 +64,7 @@ from .privacy import (
 __all__ = ["Release", "Statistic", "release", "accumulate", "accumulate_fixed_point", "finalize", "FORMAT",
            "FORMAT_VERSION", "DEFAULT_COUNT_WEIGHT"]  # fmt: skip
 
+_PRODUCT_SLICES = 4  # lattice rff: float64 slices per exact float32 product (768 records at D = 10,000 on the CPU)
 _CHUNK_ELEMENTS = 1 << 21  # float64 feature values per dense chunk on the release path (16 MiB: kept near the caches)
 _DEVICE_CHUNK_ELEMENTS = 1 << 23  # the same on a GPU (64 MiB)
 _DEVICE_MAX_ROWS = 1 << 16  # records per chunk on a GPU at most (4,096 on the CPU); kernels_gpu.py's sweep varies the budget
@@ -453,8 +454,12 @@ def accumulate_fixed_point(
     plans = [_one_hot_plan(f) for f in fmaps]  # q per entry: table-marginals' well-formed rows summed sparsely; else None
     plans = [None if q is None else q.to(d) for q, d in zip(plans, devices)]
     dense_rows = [_chunk_rows(f.output_dim, d) for f, d in zip(fmaps, devices)]  # float64 rows per chunk
-    rows = max(1, min(*(_max_rows(d) for d in devices), *(r if q is None else _SPARSE_ELEMENTS // (2 * f.input_dim)
-                                                          for f, q, r in zip(fmaps, plans, dense_rows))))  # fmt: skip
+    # rff with lattice frequencies: its exact products do not depend on the rows' grouping, so one product
+    # covers _PRODUCT_SLICES of its float64 slices (a larger, faster GEMM; the elementwise passes stay cache-sized)
+    lattice = [q is None and _lattice(f) for f, q in zip(fmaps, plans)]
+    rows = max(1, min(*(_max_rows(d) for d in devices),
+                      *(_SPARSE_ELEMENTS // (2 * f.input_dim) if q is not None else _PRODUCT_SLICES * r if lat else r
+                        for f, q, r, lat in zip(fmaps, plans, dense_rows, lattice))))  # fmt: skip
     padded = [q is None and _pads(f) for f, q in zip(fmaps, plans)]
     chunks = _Chunks(rows, bounds[0])
     seen = 0
@@ -463,8 +468,14 @@ def accumulate_fixed_point(
 
     def add(xc: torch.Tensor, yc: torch.Tensor, n: int) -> None:
         """Adds the first n records of one chunk (xc, yc hold ``rows`` records, or n when the stream ended early)."""
-        for acc, f, name, q, step, device, pad in zip(sums, fmaps, names, plans, dense_rows, devices, padded):
+        for acc, f, name, q, step, device, pad, lat in zip(sums, fmaps, names, plans, dense_rows, devices, padded, lattice):
             try:
+                if lat:  # exact products of the chunk's n records at once, features and sums in slices of `step`
+                    products, yd = f.release_products(xc[:n].to(device)), yc[:n].to(device)
+                    for at in range(0, n, step):
+                        phi = f.release_features_from_products(products[at : at + step])
+                        acc += fixed_point_class_sums(phi, yd[at : at + step], n_classes, f.max_norm)
+                    continue
                 if pad:  # every call has the same shape: the rows after the n-th are padding, their features zeroed
                     phi = f.release_features(xc.to(device))
                     phi[n:] = 0
@@ -526,6 +537,11 @@ def _chunk_rows(dim: int, device: torch.device | None = None) -> int:
         # _WIDE_CHUNK_ELEMENTS (1 GiB of float64); 814 s -> 282 s for that release (docs/release_e2e.md)
         rows = max(rows, min(128, _WIDE_CHUNK_ELEMENTS // max(dim, 1)))
     return rows - rows % 64 if rows >= 64 else rows
+
+
+def _lattice(f: FeatureMap) -> bool:
+    """Whether f is rff with lattice frequencies, whose release products are exact integers (``docs/privacy.md``)."""
+    return isinstance(f, RandomFourierFeatures) and f.lattice_ is not None
 
 
 def _pads(f: FeatureMap) -> bool:

@@ -181,3 +181,23 @@ def test_a_spec_written_before_lattice_frequencies_rebuilds_the_gaussian_ones():
     new = create("rff", input_shape=(1, 8, 8), n_features=100, seed=4)
     assert from_spec(new.spec()).config.frequencies == "lattice"
     assert torch.equal(from_spec(new.spec()).weights_, new.weights_)
+
+
+@pytest.mark.parametrize("slices, rows", [(1, 16), (3, 16), (4, 64)])
+def test_release_sums_equal_the_sum_of_rows_computed_one_record_at_a_time(slices, rows, monkeypatch):
+    """One product per chunk of ``slices × rows`` records, features in slices of ``rows``: the exact sums equal
+    those of every record's row computed alone, at every batching."""
+    from mmgen.privacy.bounds import fixed_point_class_sums
+
+    monkeypatch.setattr(release_module, "_chunk_rows", lambda dim, device=None: rows)
+    monkeypatch.setattr(release_module, "_PRODUCT_SLICES", slices)
+    gen = torch.Generator().manual_seed(slices)
+    x = torch.rand(150, 1, 8, 8, generator=gen)
+    y = torch.randint(0, 4, (150,), generator=gen)
+    fmap = create("rff", input_shape=(1, 8, 8), n_features=600)
+    want = torch.zeros(4, 600, dtype=torch.int64)
+    for i in range(len(x)):
+        want += fixed_point_class_sums(fmap.release_features(x[i : i + 1]), y[i : i + 1], 4, fmap.max_norm)
+    for batch in (1, 7, 64, 150):
+        (got,), _ = release_module.accumulate_fixed_point(iter_batches(x, y, batch), [fmap], 4, (1, 8, 8), (0.0, 1.0))
+        assert torch.equal(got, want), (slices, rows, batch)

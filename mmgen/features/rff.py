@@ -171,14 +171,40 @@ class RandomFourierFeatures(FeatureMap):
         return out.mul_(1.0 / math.sqrt(f))
 
     def _lattice_release_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.release_features_from_products(self.release_products(x))
+
+    def release_products(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact integer products ``P = p K`` of records on the value grid (lattice frequencies only).
+
+        Exact whatever the number of rows, so the release path may take them for many records at once
+        (one larger matrix product) and finish the features in smaller, cache-sized slices with
+        :meth:`release_features_from_products`: the values do not depend on how the rows are grouped.
+
+        Args:
+            x ((N, *input_shape) Tensor): records inside the declared domain.
+
+        Returns:
+            (N, D/2) Tensor of integers (float32, or float64 past ``BLOCK`` inputs or after a failed probe).
+        """
+        self._check_setup()
+        if self.lattice_ is None:
+            raise MMGenError("release_products needs lattice frequencies (frequencies='lattice').")
+        low, high = self.bounds_
+        x = x.reshape(len(x), -1)
+        p = x.to(torch.float64).sub(low).mul_(LEVELS / (high - low)).round_().clamp_(0, LEVELS).to(torch.float32)
+        return self._lattice_products(p.to(self.lattice_.device))  # (N, d) @ (d, F): exact integers
+
+    def release_features_from_products(self, products: torch.Tensor) -> torch.Tensor:
+        """φ in float64 from :meth:`release_products`: ``xW = c·P + low·Σ_i w_i``, then ``[cos, sin]/sqrt(D/2)``.
+
+        Elementwise only: each row is a function of its own products.
+        """
         low, high = self.bounds_
         k = self.lattice_
         f = k.shape[1]
-        x = x.reshape(len(x), -1)
-        p = x.to(torch.float64).sub(low).mul_(LEVELS / (high - low)).round_().clamp_(0, LEVELS).to(torch.float32)
-        out = torch.empty(len(x), 2 * f, dtype=torch.float64, device=k.device)
+        out = torch.empty(len(products), 2 * f, dtype=torch.float64, device=k.device)
         cos, sin = out[:, :f], out[:, f:]
-        sin.copy_(self._lattice_products(p.to(k.device)))  # (N, d) @ (d, F): exact integers
+        sin.copy_(products)
         sin.mul_((high - low) / (LEVELS * LATTICE_STEP * self.bandwidth_))
         if low != 0.0:
             shift = self.__dict__.get("_shift")
