@@ -78,10 +78,23 @@ def _eps(label: str) -> float:
 
 
 def _spec_maps(spec: str, ds):
+    """The statistics of a spec: map names joined by "+", then optionally "@MAP.KEY=VALUE" pairs joined by
+    ";" (e.g. ``rff@rff.bandwidth_scale=0.125``) over ``MAP_OPTIONS``; the whole string labels the rows."""
+    spec, _, extra = spec.partition("@")
     names = spec.replace("+", ",")
     fmaps = statistics(names, input_shape=ds.input_shape, bounds=(ds.low, ds.high))
     used = {f.name for f in fmaps}
-    options = {k: v for k, v in MAP_OPTIONS.items() if k in used}
+    options = {k: dict(v) for k, v in MAP_OPTIONS.items() if k in used}
+    for item in filter(None, extra.split(";")):
+        key, _, value = item.partition("=")
+        name, _, field = key.partition(".")
+        if name not in used or not field or not value:
+            raise SystemExit(f"--specs: {item!r} must be MAP.KEY=VALUE for a map of {spec!r}")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass  # a plain string
+        options.setdefault(name, {})[field] = value
     if options:
         fmaps = statistics(names, input_shape=ds.input_shape, bounds=(ds.low, ds.high), options=options)
     return fmaps, default_budget_split(names)
