@@ -133,7 +133,8 @@ def test_dry_run_timings_and_ratios_are_positive_finite(dry_run):
         tiles = gt["tiles"]
         assert all(isinstance(tiles[k], int) and tiles[k] > 0 for k in ("BLOCK_N", "BLOCK_F", "BLOCK_K", "BLOCK_C", "splits"))
     rr = secs["release_ratio"]
-    assert set(rr["ratios"]) == {f"release_records_on_{w}_over_gemm_fp{p}" for w in ("cpu", "device") for p in (32, 64)}
+    assert set(rr["ratios"]) == {f"release_{w}_over_gemm_fp{p}" for p in (32, 64)
+                                 for w in ("records_on_cpu", "records_on_device", "gaussian_records_on_device")}
     assert all(_positive_finite(v) for v in rr["ratios"].values())
     assert isinstance(rr["goal_release_within_1.5x_gemm_fp64_met"], bool)
     nz = secs["noise"]
