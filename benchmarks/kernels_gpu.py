@@ -404,6 +404,21 @@ def _table(n: int, seed: int = 2):
 
 
 # -- 1. environment --------------------------------------------------------------------------------------
+def source_digest(root: Path = ROOT) -> str:
+    """SHA-256 over the library's and this script's source (path and bytes of every ``.py`` under ``mmgen/``
+    and ``kernels/``, and ``benchmarks/kernels*.py``): names the code that ran even where a copied tree's
+    git metadata is stale. On a checkout: ``python -c "import sys; sys.path.insert(0, 'benchmarks');
+    import kernels_gpu; print(kernels_gpu.source_digest())"``."""
+    import hashlib
+
+    h, base = hashlib.sha256(), root.resolve()
+    found = [*root.glob("mmgen/**/*.py"), *root.glob("kernels/**/*.py"), *root.glob("benchmarks/kernels*.py")]
+    # resolved, so files reached through a link (mmgen/kernels -> kernels/ on a device copy) count once
+    for path in sorted({p.resolve() for p in found if "__pycache__" not in p.parts}):
+        h.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def section_env(ctx: Context) -> dict:
     import torch
 
@@ -422,6 +437,7 @@ def section_env(ctx: Context) -> dict:
                                            text=True, timeout=10).stdout.strip() or None  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         out["git_commit"] = None
+    out["source_sha256"] = source_digest()  # the code that ran, whatever the copy's git metadata says
     if ctx.device == "cuda":
         p = torch.cuda.get_device_properties(0)
         out["device_name"] = torch.cuda.get_device_name(0)
@@ -956,7 +972,7 @@ def _md_head(res: dict) -> list[str]:
         lines += ["**Dry run on the CPU with tiny shapes (`--dry-run-cpu`): these are not GPU figures.**", ""]
     lines += [
         f"Run of {res['date']} on {res.get('device', '?')}: torch {env.get('torch', '?')}, CUDA {env.get('cuda')}, "
-        f"Triton {env.get('triton')}, commit {str(env.get('git_commit'))[:10]}; budget {res['budget_s']:.0f} s, "
+        f"Triton {env.get('triton')}, commit {str(env.get('git_commit'))[:10]} (source sha256 {str(env.get('source_sha256'))[:12]}); budget {res['budget_s']:.0f} s, "
         f"used {res.get('elapsed_s', 0):.0f} s. All checks passed: **{res.get('all_passed')}**.",
         "",
         "| section | status | seconds |",

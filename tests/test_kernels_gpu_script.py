@@ -323,3 +323,23 @@ def test_tile_config_under_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", _TILES_CHILD], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and "tiles ok" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_source_digest_names_the_code_not_the_git_metadata(tmp_path):
+    """The digest is the same for a copy of the source and changes with one byte of it; a link from mmgen/kernels
+    to kernels/ (as on a device copy) does not change it."""
+    import shutil
+
+    kg = _load_script_module()
+    for part in ("mmgen", "kernels"):
+        shutil.copytree(kg.ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__", "kernels"))
+    (tmp_path / "benchmarks").mkdir()
+    for path in (kg.ROOT / "benchmarks").glob("kernels*.py"):
+        shutil.copy(path, tmp_path / "benchmarks" / path.name)
+    first = kg.source_digest(tmp_path)
+    assert first == kg.source_digest(tmp_path) and len(first) == 64
+    (tmp_path / "mmgen" / "kernels").symlink_to(tmp_path / "kernels", target_is_directory=True)
+    assert kg.source_digest(tmp_path) == first
+    with open(tmp_path / "kernels" / "rff.py", "a") as fh:
+        fh.write("\n")
+    assert kg.source_digest(tmp_path) != first
