@@ -460,7 +460,7 @@ def accumulate_fixed_point(
     rows = max(1, min(*(_max_rows(d) for d in devices),
                       *(_SPARSE_ELEMENTS // (2 * f.input_dim) if q is not None else _PRODUCT_SLICES * r if lat else r
                         for f, q, r, lat in zip(fmaps, plans, dense_rows, lattice))))  # fmt: skip
-    padded = [q is None and _pads(f) for f, q in zip(fmaps, plans)]
+    padded = [q is None and not lat and _pads(f) for f, q, lat in zip(fmaps, plans, lattice)]  # exact products need none
     chunks = _Chunks(rows, bounds[0])
     seen = 0
     bar = _progress(progress)
@@ -470,12 +470,6 @@ def accumulate_fixed_point(
         """Adds the first n records of one chunk (xc, yc hold ``rows`` records, or n when the stream ended early)."""
         for acc, f, name, q, step, device, pad, lat in zip(sums, fmaps, names, plans, dense_rows, devices, padded, lattice):
             try:
-                if lat:  # exact products of the chunk's n records at once, features and sums in slices of `step`
-                    products, yd = f.release_products(xc[:n].to(device)), yc[:n].to(device)
-                    for at in range(0, n, step):
-                        phi = f.release_features_from_products(products[at : at + step])
-                        acc += fixed_point_class_sums(phi, yd[at : at + step], n_classes, f.max_norm)
-                    continue
                 if pad:  # every call has the same shape: the rows after the n-th are padding, their features zeroed
                     phi = f.release_features(xc.to(device))
                     phi[n:] = 0
@@ -486,8 +480,10 @@ def accumulate_fixed_point(
                     ok, cells, bins = f.one_hot_cells(xd)
                     acc.add_(f.cell_counts(cells[ok], bins[ok], yd[ok], n_classes).to(acc.device) * q)
                     xd, yd = xd[~ok], yd[~ok]
+                # lattice rff: the exact products of the whole chunk at once, then the features slice by slice
+                rows_in, features = (f.release_products(xd), f.release_features_from_products) if lat else (xd, f.release_features)
                 for at in range(0, len(yd), step):
-                    phi = f.release_features(xd[at : at + step])
+                    phi = features(rows_in[at : at + step])
                     acc += fixed_point_class_sums(phi, yd[at : at + step], n_classes, f.max_norm)
             except NonFiniteFeatures:
                 raise DataError(

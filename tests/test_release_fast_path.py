@@ -186,15 +186,16 @@ def test_table_maps_dense_path_equals_the_reference():
             assert torch.equal(got, want), (fmap.name, batch)
 
 
-@pytest.mark.parametrize("name", ["rff", "ntk"])
-def test_front_canary_moves_product_maps_by_the_row_it_has_alone(name, monkeypatch):
+@pytest.mark.parametrize("name, options", [("rff", {}), ("rff", {"frequencies": "gaussian"}), ("ntk", {})])
+def test_front_canary_moves_product_maps_by_the_row_it_has_alone(name, options, monkeypatch):
     """With one chunk shape, a record's row is the same wherever the stream puts it: the sums with a
     canary in front minus those without are, bit for bit, the sums of the canary released alone."""
     monkeypatch.setattr(release_module, "_chunk_rows", lambda dim, device=None: 64)
     gen = torch.Generator().manual_seed(11)
     x, y = _images(200, gen)
     canary, label = torch.ones(1, 1, 8, 8), torch.tensor([2])
-    fmap = create(name, input_shape=(1, 8, 8), **MAPS[name])
+    fmap = create(name, input_shape=(1, 8, 8), **MAPS[name], **options)
+    assert release_module._pads(fmap) and release_module._lattice(fmap) == (name == "rff" and not options)
 
     def sums(xs, ys, batch):
         return release_module.accumulate_fixed_point(iter_batches(xs, ys, batch), [fmap], 4, (1, 8, 8), (0.0, 1.0))[0][0]

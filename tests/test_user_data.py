@@ -50,7 +50,7 @@ def _release(tmp_path, spec, name, features="rff", extra=()):
 
 
 @pytest.mark.parametrize("where", ["appended", "front"])
-@pytest.mark.parametrize("features", ["rff", "hermite"])
+@pytest.mark.parametrize("features", ["rff", "rff-gaussian", "hermite"])
 def test_neighbouring_files_through_the_cli_differ_by_at_most_the_sensitivity(tmp_path, digits, fixed_noise, where, features):
     x = (digits.x_train[:1000].numpy() * 255).astype(np.uint8)
     y = digits.y_train[:1000].numpy()
@@ -59,7 +59,10 @@ def test_neighbouring_files_through_the_cli_differ_by_at_most_the_sensitivity(tm
         x2, y2 = np.concatenate([x, canary_x]), np.concatenate([y, canary_y])
     else:
         x2, y2 = np.concatenate([canary_x, x]), np.concatenate([canary_y, y])
-    extra = ("--feature-option", "hermite.order=10") if features == "hermite" else ()
+    extra = {"hermite": ("--feature-option", "hermite.order=10"),
+             "rff-gaussian": ("--feature-option", "rff.frequencies=gaussian")}.get(features, ())
+    frequencies = {"rff": "lattice", "rff-gaussian": "gaussian"}.get(features)
+    features = "rff" if features == "rff-gaussian" else features  # gaussian: the float64 product, not the default
     a = _release(tmp_path, _save(tmp_path / "a.npz", x, y, n_classes=10), "a", features, extra)
     b = _release(tmp_path, _save(tmp_path / "b.npz", x2, y2, n_classes=10), "b", features, extra)
     for va, vb, stat in zip(_vectors(a), _vectors(b), a.statistics):  # each statistic is its own Gaussian mechanism
@@ -67,6 +70,8 @@ def test_neighbouring_files_through_the_cli_differ_by_at_most_the_sensitivity(tm
         # output rounding of the noisy values is at most half a grid step per coordinate: far below 1e-3 in L2
         assert 0.5 < diff <= stat.sensitivity + 1e-3, (stat.name, diff)
     assert a.metadata["data"]["n_classes"] == 10
+    if frequencies:
+        assert a.statistics[0].feature_spec["config"]["frequencies"] == frequencies
 
 
 def test_every_record_is_released_without_a_test_split(tmp_path, digits):

@@ -158,7 +158,7 @@ class RandomFourierFeatures(FeatureMap):
         """
         self._check_setup()
         if self.lattice_ is not None:
-            return self._lattice_release_features(x)
+            return self.release_features_from_products(self.release_products(x))
         w = self.__dict__.get("_weights64")
         if w is None or w.device != self.weights_.device:
             w = self.__dict__["_weights64"] = self.weights_.to(torch.float64)  # not a buffer: no state_dict change
@@ -169,9 +169,6 @@ class RandomFourierFeatures(FeatureMap):
         torch.cos(sin, out=cos)
         sin.sin_()
         return out.mul_(1.0 / math.sqrt(f))
-
-    def _lattice_release_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.release_features_from_products(self.release_products(x))
 
     def release_products(self, x: torch.Tensor) -> torch.Tensor:
         """The exact integer products ``P = p K`` of records on the value grid (lattice frequencies only).
@@ -223,8 +220,8 @@ class RandomFourierFeatures(FeatureMap):
         if key not in exact:
             exact[key] = _float32_product_is_exact(k, len(p))
             if not exact[key]:
-                _log.warning("rff: the float32 matrix product is not exact on %s for %d rows; using float64.",
-                             p.device, len(p))  # fmt: skip
+                # the device only: a chunk's number of rows can depend on the private N (the last chunk)
+                _log.warning("rff: the float32 matrix product is not exact on %s; using float64.", p.device)
         return _integer_product(p, k, float64=not exact[key])
 
     def class_sums(self, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
